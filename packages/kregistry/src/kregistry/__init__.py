@@ -1,0 +1,47 @@
+"""kregistry: named custom objects and ``CustomObjectScope``, as in ``keras.utils``.
+
+The base that kdata, kio, kviz and kparallel share: wherever they accept a name
+instead of an object, they resolve it here, so a user's object filed in the registry
+or passed in a scope is found.
+
+Example:
+    >>> from kregistry import custom_object_scope, resolve
+    >>> def double(x):
+    ...     return 2 * x
+    >>> with custom_object_scope({"double": double}):
+    ...     resolve("double")(21)
+    42
+"""
+
+from kregistry._registry import (
+    get_custom_objects,
+    get_registered_name,
+    get_registered_object,
+    register,
+)
+from kregistry._resolve import UnknownObjectError, resolve
+from kregistry._scope import (
+    CustomObjectScope,
+    ScopedWorkerInit,
+    ScopeSnapshot,
+    capture_scope,
+    custom_object_scope,
+)
+from kregistry._store import CustomObjects
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CustomObjectScope",
+    "CustomObjects",
+    "ScopeSnapshot",
+    "ScopedWorkerInit",
+    "UnknownObjectError",
+    "capture_scope",
+    "custom_object_scope",
+    "get_custom_objects",
+    "get_registered_name",
+    "get_registered_object",
+    "register",
+    "resolve",
+]
