@@ -54,6 +54,9 @@ def main(argv: list[str]) -> None:
     step("mypy", ["mypy"])
     step("tests, all packages together", ["pytest", *argv])
     for package in PACKAGES:
+        # A solo environment holds a non-editable copy of the package: rebuild it so the
+        # tests see the code of this checkout, not a copy left by an earlier run.
+        subprocess.run(["hatch", "env", "remove", f"solo.{package}"], cwd=ROOT, check=False)
         step(f"tests of {package} alone", ["hatch", "run", f"solo.{package}:test"])
     print("\nci: all steps passed")
 

@@ -25,8 +25,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
     parser.add_argument("packages", nargs="*", default=ORDER, help="which packages (default all)")
     args = parser.parse_args()
-    print(f"# k* benchmarks on {platform.machine()}, {platform.python_version()}, "
-          f"quick={args.quick}")
+    print(
+        f"# k* benchmarks on {platform.machine()}, {platform.python_version()}, quick={args.quick}"
+    )
     results: list[tuple[str, Comparison]] = []
     for package in args.packages:
         path = HERE / f"bench_{package}.py"

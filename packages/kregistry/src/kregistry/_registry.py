@@ -91,10 +91,11 @@ def register(
                 f"the name {key!r} is already registered to {taken!r}; "
                 f"pass replace=True to file {obj!r} under it instead"
             )
-        if taken is not _MISSING and layer.names.get(id(taken)) == key:
-            del layer.names[id(taken)]
+        names = layer.writable_names()
+        if taken is not _MISSING and names.get(id(taken)) == key:
+            del names[id(taken)]
         layer.objects[key] = obj
-        layer.names[id(obj)] = key
+        names[id(obj)] = key
         return obj
 
     return decorator

@@ -32,18 +32,21 @@ class UnknownObjectError(ValueError, LookupError):
         super().__init__(f"unknown {kind} {name!r}{hint}")
 
 
+_MISSING = object()
+
+
 def _lookup(
     name: str, namespace: str | None, extra: tuple[Mapping[str, Any] | None, ...]
-) -> tuple[bool, Any]:
+) -> Any:
     objects = current_layer().objects
-    keys = (name,) if namespace is None else (name, f"{namespace}>{name}")
-    for key in keys:
-        if key in objects:
-            return True, objects[key]
-    for mapping in extra:
-        if mapping and name in mapping:
-            return True, mapping[name]
-    return False, None
+    obj = objects.get(name, _MISSING)
+    if obj is _MISSING and namespace is not None:
+        obj = objects.get(f"{namespace}>{name}", _MISSING)
+    if obj is _MISSING:
+        for mapping in extra:
+            if mapping and name in mapping:
+                return mapping[name]
+    return obj
 
 
 def _candidates(namespace: str | None, extra: tuple[Mapping[str, Any] | None, ...]) -> list[str]:
@@ -95,8 +98,8 @@ def resolve(
     """
     extra = (custom_objects, module_objects)
     if isinstance(identifier, str):
-        found, obj = _lookup(identifier, namespace, extra)
-        if not found:
+        obj = _lookup(identifier, namespace, extra)
+        if obj is _MISSING:
             close = difflib.get_close_matches(identifier, _candidates(namespace, extra), n=5)
             raise UnknownObjectError(identifier, kind, close)
         if callable_only and not callable(obj):

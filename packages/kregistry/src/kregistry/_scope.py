@@ -19,6 +19,13 @@ __all__ = [
 
 
 def _merge(mappings: tuple[Any, ...]) -> dict[str, Any]:
+    if len(mappings) == 1 and type(mappings[0]) is dict:
+        # The common case, kept cheap: one plain dict with str keys.
+        for name in mappings[0]:
+            if type(name) is not str:
+                break
+        else:
+            return mappings[0].copy()
     merged: dict[str, Any] = {}
     for position, mapping in enumerate(mappings):
         if mapping is None:

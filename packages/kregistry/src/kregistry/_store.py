@@ -23,7 +23,7 @@ __all__ = ["Layer", "CustomObjects", "current_layer", "set_layer", "GLOBAL_LAYER
 class Layer:
     """One level of the registry: objects by name, and registered names by object id."""
 
-    __slots__ = ("objects", "names", "parent", "owner")
+    __slots__ = ("_owns_names", "names", "objects", "owner", "parent")
 
     def __init__(
         self,
@@ -34,14 +34,22 @@ class Layer:
     ) -> None:
         self.objects = objects
         self.names = names
+        # Names are shared with the parent until this layer first changes them: most
+        # scopes never register anything, and entering one should stay cheap.
+        self._owns_names = parent is None
         self.parent = parent
         self.owner = owner
 
     def child(self, updates: dict[str, Any], owner: object) -> Layer:
         """A new layer on top of this one, seeded with a copy of it plus ``updates``."""
-        objects = self.objects.copy()
-        objects.update(updates)
-        return Layer(objects, self.names.copy(), parent=self, owner=owner)
+        return Layer({**self.objects, **updates}, self.names, parent=self, owner=owner)
+
+    def writable_names(self) -> dict[int, str]:
+        """This layer's own names dict, copied from the parent's on first use."""
+        if not self._owns_names:
+            self.names = self.names.copy()
+            self._owns_names = True
+        return self.names
 
 
 GLOBAL_LAYER = Layer({}, {})
@@ -81,7 +89,7 @@ class CustomObjects(MutableMapping[str, Any]):
         layer = _current.get()
         obj = layer.objects.pop(name)
         if layer.names.get(id(obj)) == name:
-            del layer.names[id(obj)]
+            del layer.writable_names()[id(obj)]
 
     def __iter__(self) -> Iterator[str]:
         return iter(_current.get().objects)
@@ -98,7 +106,7 @@ class CustomObjects(MutableMapping[str, Any]):
     def clear(self) -> None:
         layer = _current.get()
         layer.objects.clear()
-        layer.names.clear()
+        layer.writable_names().clear()
 
     def copy(self) -> dict[str, Any]:
         """A plain dict snapshot of what the calling context sees now."""
