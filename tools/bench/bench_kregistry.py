@@ -12,9 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from _common import Comparison, compare, print_header  # noqa: E402
+from _common import Comparison, compare, print_header
 
-import kregistry  # noqa: E402
+import kregistry
 
 N_GLOBAL = 200  # registered objects, as a project with a few libraries would have
 
@@ -52,13 +52,27 @@ def main(quick: bool = False) -> list[Comparison]:
             get(name)
 
     results.append(
-        compare("lookup of a registered name (per call)", ours_lookup, keras_lookup,
-                "keras", repeat=repeat, per=calls, goal=1.0)
+        compare(
+            "lookup of a registered name (per call)",
+            ours_lookup,
+            keras_lookup,
+            "keras",
+            repeat=repeat,
+            per=calls,
+            goal=1.0,
+        )
     )
     with kregistry.custom_object_scope(scoped), keras.saving.custom_object_scope(scoped):
         results.append(
-            compare("lookup of a scope object inside the scope", ours_lookup, keras_lookup,
-                    "keras", repeat=repeat, per=calls, goal=1.0)
+            compare(
+                "lookup of a scope object inside the scope",
+                ours_lookup,
+                keras_lookup,
+                "keras",
+                repeat=repeat,
+                per=calls,
+                goal=1.0,
+            )
         )
 
     def ours_resolve() -> None:
@@ -67,8 +81,14 @@ def main(quick: bool = False) -> list[Comparison]:
             resolve("fn150", namespace="bench")
 
     results.append(
-        compare("resolve(name, namespace=...) vs keras lookup", ours_resolve, keras_lookup,
-                "keras", repeat=repeat, per=calls)
+        compare(
+            "resolve(name, namespace=...) vs keras lookup",
+            ours_resolve,
+            keras_lookup,
+            "keras",
+            repeat=repeat,
+            per=calls,
+        )
     )
 
     scope_calls = calls // 10
@@ -84,7 +104,9 @@ def main(quick: bool = False) -> list[Comparison]:
                 pass
 
     results.append(
-        compare("scope enter+exit", ours_scope, keras_scope, "keras", repeat=repeat, per=scope_calls)
+        compare(
+            "scope enter+exit", ours_scope, keras_scope, "keras", repeat=repeat, per=scope_calls
+        )
     )
     return results
 
