@@ -1,8 +1,9 @@
 """The whole check, as CI and the README run it: `hatch run ci`.
 
 Steps, each must pass: Graphviz present (installed with apt-get when root), lint and
-types, the full test suite, then each package's tests alone in an environment holding
-only that package, kregistry and the test tools. Extra arguments go to the full pytest.
+types, the full test suite, each package's tests alone in an environment holding only
+that package, kregistry and the test tools, and the docs site built in strict mode.
+Extra arguments go to the full pytest.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main(argv: list[str]) -> None:
         # tests see the code of this checkout, not a copy left by an earlier run.
         subprocess.run(["hatch", "env", "remove", f"solo.{package}"], cwd=ROOT, check=False)
         step(f"tests of {package} alone", ["hatch", "run", f"solo.{package}:test"])
+    step("docs site, strict", ["hatch", "run", "docs:build"])
     print("\nci: all steps passed")
 
 
