@@ -1,5 +1,43 @@
-"""kdata: part of the k* family, a PyTorch-native port of `keras.utils`."""
+"""kdata: Keras-style data for PyTorch, part of the k* family (a port of ``keras.utils``).
+
+- :class:`Sequence`: Keras's batch-dataset contract, a ``torch.utils.data.Dataset``;
+  :class:`SequenceLoader` runs epochs over it (every batch once, ``on_epoch_end`` once
+  per epoch, seeded shuffling, tensors, workers, ``torch.distributed`` sharding).
+- :class:`HDF5Matrix`: Keras's array-like HDF5 view, with numpy indexing, as a
+  ``Dataset`` with one-read batches; :class:`HDF5Dataset` reads ``x`` and ``y`` together;
+  :func:`batch_loader` / :class:`SliceBatchSampler` feed them to ``DataLoader`` by slice.
+- :func:`to_categorical` and :func:`normalize`: Keras 2's results, numpy and torch.
+
+Example:
+    >>> from kdata import to_categorical
+    >>> to_categorical([1, 0], num_classes=2).tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+"""
+
+import kregistry
+from kdata._batches import SliceBatchSampler, batch_loader, collate_batch
+from kdata._categorical import normalize, to_categorical
+from kdata._convert import pin_batch, to_tensors
+from kdata._hdf5 import BatchRows, HDF5Dataset, HDF5Matrix
+from kdata._loader import SequenceLoader
+from kdata._sequence import Sequence
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+# built-in normalizer names: HDF5Matrix(..., normalizer="normalize") finds Keras's normalize
+kregistry.register("normalize", package="kdata.normalizer")(normalize)
+
+__all__ = [
+    "BatchRows",
+    "HDF5Dataset",
+    "HDF5Matrix",
+    "Sequence",
+    "SequenceLoader",
+    "SliceBatchSampler",
+    "batch_loader",
+    "collate_batch",
+    "normalize",
+    "pin_batch",
+    "to_categorical",
+    "to_tensors",
+]

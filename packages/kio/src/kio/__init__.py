@@ -1,5 +1,30 @@
-"""kio: part of the k* family, a PyTorch-native port of `keras.utils`."""
+"""kio: ``get_file`` with Keras's arguments and cache layout, and a download people can trust.
+
+Part of the k* family, a PyTorch-native port of ``keras.utils`` (kio needs no torch).
+Downloads are cached, verified right after they arrive, resumable, atomic, shared between
+processes by a lock, retried on transient errors, and extracted safely.
+
+Example:
+    >>> import kio
+    >>> path = kio.get_file("data.csv", "https://example.com/data.csv",
+    ...                     file_hash="9f86d08...")            # doctest: +SKIP
+"""
+
+from kio._archive import UnsafeArchiveError, extract_archive
+from kio._cache import default_cache_dir
+from kio._errors import DownloadError, OfflineError
+from kio._get_file import get_file
+from kio._hashing import hash_file, validate_file
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = [
+    "DownloadError",
+    "OfflineError",
+    "UnsafeArchiveError",
+    "default_cache_dir",
+    "extract_archive",
+    "get_file",
+    "hash_file",
+    "validate_file",
+]

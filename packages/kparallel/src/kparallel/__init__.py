@@ -1,5 +1,53 @@
-"""kparallel: part of the k* family, a PyTorch-native port of `keras.utils`."""
+"""kparallel: Keras's ``multi_gpu_model`` on ``torch.nn.parallel``, and DDP helpers.
+
+Single machine: ``multi_gpu_model(model, gpus=None, cpu_merge=True, cpu_relocation=False)``
+with Keras's contract, on any device list (``devices=["cpu", "cpu"]`` works too).
+Beyond one machine: ``init_distributed`` / ``wrap_ddp`` / ``shard`` / ``reduce_metrics`` /
+``save_on_rank0`` run one training function under ``torchrun``; ``launch`` does the same
+on one machine without ``torchrun``.
+"""
+
+from ._devices import resolve_devices, visible_gpus
+from ._distributed import (
+    DistributedContext,
+    barrier,
+    current_context,
+    distributed,
+    init_distributed,
+    is_main_process,
+    reduce_metrics,
+    save_on_rank0,
+    shutdown_distributed,
+    unwrap,
+    wrap_ddp,
+)
+from ._launch import free_port, launch
+from ._model import ParallelModel, multi_gpu_model
+from ._shard import ShardedDataset, ShardedSequence, shard
+from ._split import split_sizes
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = [
+    "DistributedContext",
+    "ParallelModel",
+    "ShardedDataset",
+    "ShardedSequence",
+    "barrier",
+    "current_context",
+    "distributed",
+    "free_port",
+    "init_distributed",
+    "is_main_process",
+    "launch",
+    "multi_gpu_model",
+    "reduce_metrics",
+    "resolve_devices",
+    "save_on_rank0",
+    "shard",
+    "shutdown_distributed",
+    "split_sizes",
+    "unwrap",
+    "visible_gpus",
+    "wrap_ddp",
+]

@@ -1,5 +1,21 @@
-"""kviz: part of the k* family, a PyTorch-native port of `keras.utils`."""
+"""kviz: Keras's ``print_summary`` and ``plot_model`` for any ``torch.nn.Module``.
+
+Part of the k* family, a PyTorch-native port of ``keras.utils``.
+"""
+
+from ._forward import ForwardError
+from ._plot import model_to_dot, plot_model
+from ._render import GraphvizNotFoundError
+from ._summary import ModelSummary, SummaryRow, print_summary
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = [
+    "ForwardError",
+    "GraphvizNotFoundError",
+    "ModelSummary",
+    "SummaryRow",
+    "model_to_dot",
+    "plot_model",
+    "print_summary",
+]

@@ -1,0 +1,371 @@
+"""``get_file``: Keras's arguments and cache layout, with a download people can trust."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import filelock
+import requests
+
+from kio._archive import ArchiveFormat, clean_stale_temps, extract_to_folder
+from kio._archive import resolve_archive_formats as _resolve_formats
+from kio._cache import ENV_OFFLINE, is_offline, prepare_datadir
+from kio._download import FetchOptions, fetch, local_path_of
+from kio._errors import OfflineError
+from kio._hashing import (
+    HashFactory,
+    hash_algorithm_name,
+    hash_file,
+    normalize_hash,
+    resolve_hash_algorithm,
+)
+from kio._progress import wants_progress
+from kio._state import FileIdentity, StatePaths, read_json, remove_quietly, write_json
+
+__all__ = ["get_file"]
+
+_SCHEMES = ("http", "https", "file")
+
+
+def _check_origin(origin: object, session: object) -> str:
+    if origin is None:
+        raise ValueError('Please specify the "origin" argument (URL of the file to download).')
+    if not isinstance(origin, str):
+        raise TypeError(f"origin must be a URL str, got {origin!r} ({type(origin).__name__})")
+    scheme = urllib.parse.urlsplit(origin).scheme.lower()
+    if scheme not in _SCHEMES and not (session is not None and scheme):
+        raise ValueError(
+            f"origin must be an http://, https:// or file:// URL, got {origin!r} "
+            "(pass session= with a mounted adapter for other schemes)"
+        )
+    return origin
+
+
+def _check_fname(fname: object, origin: str) -> str:
+    if fname is None or fname == "":
+        name = os.path.basename(urllib.parse.unquote(urllib.parse.urlsplit(origin).path))
+        if not name:
+            raise ValueError(
+                f"Can't parse the file name from the origin provided: {origin!r}. "
+                "Please specify the `fname` argument."
+            )
+        return name
+    if not isinstance(fname, (str, os.PathLike)):
+        raise TypeError(
+            f"fname must be a str, a path or None, got {fname!r} ({type(fname).__name__})"
+        )
+    return os.fspath(fname)
+
+
+def _check_int(value: object, argument: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class _Expected:
+    """The hash a file must have, and how to compute it."""
+
+    def __init__(self, digest: str, factory: HashFactory) -> None:
+        self.digest = digest
+        self.factory = factory
+        self.name = hash_algorithm_name(factory)
+
+
+def _memo_says_valid(path: str, state: StatePaths, expected: _Expected) -> bool:
+    identity = FileIdentity.of(path)
+    memo = read_json(state.memo)
+    if identity is None or memo is None or not identity.matches(memo.get("file")):
+        return False
+    hashes = memo.get("hashes")
+    return isinstance(hashes, dict) and hashes.get(expected.name) == expected.digest
+
+
+def _remember(path: str, state: StatePaths, algorithm: str, digest: str) -> None:
+    identity = FileIdentity.of(path)
+    if identity is None:
+        return
+    memo = read_json(state.memo)
+    hashes: dict[str, str] = {}
+    if memo is not None and identity.matches(memo.get("file")):
+        old = memo.get("hashes")
+        if isinstance(old, dict):
+            hashes.update({k: v for k, v in old.items() if isinstance(v, str)})
+    hashes[algorithm] = digest
+    write_json(state.memo, {"file": identity.as_dict(), "hashes": hashes})
+
+
+def _cached_and_valid(path: str, state: StatePaths, expected: _Expected | None) -> bool:
+    """Whether ``path`` can be served from the cache; hashes it at most once per change."""
+    if not os.path.isfile(path):
+        return False
+    if expected is None or _memo_says_valid(path, state, expected):
+        return True
+    actual = hash_file(path, expected.factory)
+    if actual == expected.digest:
+        _remember(path, state, expected.name, actual)
+        return True
+    warnings.warn(
+        "A local file was found, but it seems to be incomplete or outdated because the "
+        f"{expected.name} file hash does not match the original value of {expected.digest} "
+        f"(found {actual}) so we will re-download the data.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+def _extraction_current(archive: str, datadir: str, state: StatePaths) -> bool:
+    marker = read_json(state.extracted)
+    identity = FileIdentity.of(archive)
+    if marker is None or identity is None or not identity.matches(marker.get("archive")):
+        return False
+    entries = marker.get("entries")
+    return isinstance(entries, list) and all(
+        isinstance(name, str) and os.path.lexists(os.path.join(datadir, name)) for name in entries
+    )
+
+
+def _extract(
+    archive: str,
+    datadir: str,
+    state: StatePaths,
+    formats: list[ArchiveFormat],
+    archive_format: Any,
+    unsafe: str,
+) -> None:
+    clean_stale_temps(datadir, os.path.basename(archive))
+    remove_quietly(state.extracted)
+    entries = extract_to_folder(archive, datadir, formats, unsafe)
+    if entries is None:
+        warnings.warn(
+            f"extract=True but {archive!r} is not an archive of format {archive_format!r}; "
+            "it was left as it is",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    identity = FileIdentity.of(archive)
+    if identity is not None:
+        write_json(state.extracted, {"archive": identity.as_dict(), "entries": entries})
+
+
+def get_file(
+    fname: str | os.PathLike[str] | None = None,
+    origin: str | None = None,
+    untar: bool = False,
+    md5_hash: str | None = None,
+    file_hash: str | None = None,
+    cache_subdir: str | os.PathLike[str] = "datasets",
+    hash_algorithm: Any = "auto",
+    extract: bool = False,
+    archive_format: Any = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    force_download: bool = False,
+    progress: bool | None = None,
+    retries: int = 3,
+    backoff: float = 0.5,
+    timeout: float | tuple[float, float] | None = 30.0,
+    session: requests.Session | None = None,
+    proxies: Mapping[str, str] | None = None,
+    verify: bool | str | None = None,
+    headers: Mapping[str, str] | None = None,
+    offline: bool | None = None,
+    lock_timeout: float | None = None,
+    unsafe: Literal["raise", "skip"] = "raise",
+) -> str:
+    """Download a file from a URL if it is not already in the cache (Keras's ``get_file``).
+
+    The file at ``origin`` lands in ``cache_dir/cache_subdir/fname`` (by default
+    ``~/.keras/datasets/fname``) and is not downloaded again while it is there and, when
+    a hash is given, valid. Downloads go to a partial file under ``.kio/`` in the same
+    folder, resume with HTTP ``Range`` after an interruption, are verified against
+    ``file_hash`` as soon as they arrive, and are renamed into place only when complete
+    and verified. A lock file makes concurrent processes share one download.
+
+    Args:
+        fname: the file's name in the cache; an absolute path is used as it is. None
+            (Keras 3) takes the last part of the URL's path.
+        origin: the URL: ``http://``, ``https://`` or ``file://``.
+        untar: deprecated alias of ``extract`` (Keras 2): the file is saved as
+            ``fname + '.tar.gz'``, extracted as tar into the cache folder, and the return
+            value is the path ``cache_dir/cache_subdir/fname`` (the extracted folder).
+        md5_hash: deprecated alias of ``file_hash`` with ``hash_algorithm='md5'``.
+        file_hash: the expected hex digest. A download that does not match is removed
+            and raises ``ValueError``; a cached file that does not match is downloaded
+            again (as in Keras).
+        cache_subdir: the folder under ``cache_dir``; an absolute path is used as it is.
+        hash_algorithm: ``'auto'`` (sha256 for a 64-character hash, as Keras; also
+            sha512 for 128 and sha1 for 40; md5 otherwise), ``'md5'``, ``'sha256'``,
+            ``'sha1'``, ``'sha512'``, a name registered under ``"kio.hash"`` or a
+            callable returning a hashlib-like object.
+        extract: extract the archive into the cache folder, beside it (Keras 2); the
+            return value stays the archive's path. An archive extracted before and
+            unchanged since is not extracted again.
+        archive_format: ``'auto'`` (``['tar', 'zip']``), ``'tar'`` (tar, tar.gz, tar.bz2,
+            tar.xz), ``'zip'``, a name registered under ``"kio.archive"``, a callable, a
+            list of those, or None (no extraction).
+        cache_dir: the cache root; default ``$KIO_HOME``, else ``$KERAS_HOME``, else
+            ``~/.keras``. Created when missing.
+        force_download: download again even when a valid copy is cached (Keras 3).
+        progress: show a tqdm progress bar; None (default) shows it when stderr is a
+            terminal.
+        retries: how many times a failed request is retried (connection errors,
+            timeouts, HTTP 5xx, truncated bodies); 4xx and TLS errors are not retried.
+            Retries resume from the partial file; a failure after the partial file grew
+            starts a new count (at most 50 attempts in all).
+        backoff: the first retry waits about ``backoff`` seconds, doubling each time.
+        timeout: seconds to wait for the connection and between bytes, as in
+            ``requests`` (a float or a ``(connect, read)`` pair).
+        session: a ``requests.Session`` to send the requests (auth, adapters, mounts).
+        proxies: ``requests``-style proxies; the ``HTTP(S)_PROXY``/``NO_PROXY`` variables
+            are honoured without it.
+        verify: TLS verification: a bool or a CA bundle path; ``REQUESTS_CA_BUNDLE`` and
+            ``CURL_CA_BUNDLE`` are honoured without it.
+        headers: extra HTTP headers (e.g. an authorization token).
+        offline: serve only from the cache and fail fast on a miss; None (default) reads
+            ``$KIO_OFFLINE`` (``1``/``true``/``yes``/``on``). ``file://`` origins still work.
+        lock_timeout: seconds to wait for another process's download of the same file;
+            None waits as long as it takes.
+        unsafe: ``'raise'`` refuses an archive with a member that would land outside the
+            cache folder (``..``, absolute path, escaping link, device file);
+            ``'skip'`` leaves those members out with a warning.
+
+    Returns:
+        The path of the downloaded file (with ``untar``: the extracted folder's path).
+
+    Raises:
+        ValueError: a missing ``origin``, a bad argument, a hash mismatch after download
+            (naming the URL, the expected and the actual digest), a damaged archive, or
+            an unsafe archive member (:class:`kio.UnsafeArchiveError`).
+        TypeError: an argument of the wrong type.
+        kio.DownloadError: the download failed for good (an ``OSError`` naming the URL
+            and the last HTTP status).
+        kio.OfflineError: offline mode and no valid cached copy (also a
+            ``FileNotFoundError``); names the URL and the expected path.
+        FileNotFoundError: a ``file://`` origin that does not exist.
+        PermissionError: ``cache_dir`` cannot be created or written.
+
+    Example:
+        >>> path = get_file("mnist.npz", "https://example.com/mnist.npz",
+        ...                 file_hash="731c5ac6...")            # doctest: +SKIP
+    """
+    origin = _check_origin(origin, session)
+    name = _check_fname(fname, origin)
+    if unsafe not in ("raise", "skip"):
+        raise ValueError(f"unsafe must be 'raise' or 'skip', got {unsafe!r}")
+    _check_int(retries, "retries", 0)
+    if md5_hash is not None:
+        warnings.warn(
+            "md5_hash is deprecated: use file_hash (with hash_algorithm='md5')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if file_hash is None:
+            file_hash, hash_algorithm = md5_hash, "md5"
+    if untar:
+        warnings.warn("untar is deprecated: use extract=True", DeprecationWarning, stacklevel=2)
+    expected: _Expected | None = None
+    if file_hash is not None:
+        digest = normalize_hash(file_hash)
+        expected = _Expected(digest, resolve_hash_algorithm(hash_algorithm, digest))
+    formats: list[ArchiveFormat] = []
+    if untar:
+        formats = _resolve_formats("tar")
+    elif extract:
+        formats = _resolve_formats(archive_format)
+
+    subdir = os.fspath(cache_subdir)
+    datadir = prepare_datadir(None if cache_dir is None else os.fspath(cache_dir), subdir)
+    target = os.path.join(datadir, name)
+    if untar:
+        result = target
+        target = target + ".tar.gz"
+    else:
+        result = target
+    target_dir = os.path.dirname(target)
+    os.makedirs(target_dir, exist_ok=True)
+    state = StatePaths(target)
+    wants_extraction = bool(formats)
+
+    # Fast path, without the lock: a complete file only ever appears by rename, so a file
+    # at `target` whose verified digest is remembered can be served at once.
+    if (
+        not force_download
+        and os.path.isfile(target)
+        and (expected is None or _memo_says_valid(target, state, expected))
+        and (not wants_extraction or _extraction_current(target, target_dir, state))
+    ):
+        return result
+
+    is_local = origin.lower().startswith("file:")
+    if (
+        is_offline(offline)
+        and not is_local
+        and (force_download or not _cached_and_valid(target, state, expected))
+    ):
+        reason = "force_download=True needs the network" if force_download else "no valid copy"
+        raise OfflineError(
+            f"offline mode (${ENV_OFFLINE} or offline=True): {reason} is cached; cannot fetch "
+            f"{origin} to {target}",
+            url=origin,
+            path=target,
+        )
+    if is_local:
+        local_path_of(origin)  # validate early: a bad file:// URL is a ValueError
+
+    state.ensure_folder()
+    options = FetchOptions(
+        retries=retries,
+        backoff=float(backoff),
+        timeout=timeout,
+        session=session,
+        proxies=proxies,
+        verify=verify,
+        headers=dict(headers or {}),
+        progress=wants_progress(progress),
+    )
+    lock = filelock.FileLock(state.lock, timeout=-1 if lock_timeout is None else lock_timeout)
+    with lock:
+        if force_download or not _cached_and_valid(target, state, expected):
+            if force_download:
+                remove_quietly(state.part)
+                remove_quietly(state.part_meta)
+            _download(origin, target, state, options, expected)
+        if wants_extraction and not _extraction_current(target, target_dir, state):
+            _extract(target, target_dir, state, formats, archive_format, unsafe)
+    return result
+
+
+def _download(
+    origin: str,
+    target: str,
+    state: StatePaths,
+    options: FetchOptions,
+    expected: _Expected | None,
+) -> None:
+    digest = fetch(
+        origin,
+        state,
+        options,
+        expected.factory if expected is not None else None,
+        os.path.basename(target),
+    )
+    if expected is not None and digest != expected.digest:
+        remove_quietly(state.part)
+        remove_quietly(state.part_meta)
+        raise ValueError(
+            f"the file downloaded from {origin} does not have the expected {expected.name} "
+            f"hash: expected {expected.digest}, got {digest}; the download was removed"
+        )
+    os.replace(state.part, target)
+    remove_quietly(state.part_meta)
+    if expected is not None and digest is not None:
+        _remember(target, state, expected.name, digest)
+    else:
+        remove_quietly(state.memo)

@@ -1,0 +1,359 @@
+"""``torch.distributed`` helpers: one training function for one process or many.
+
+The same function runs unchanged as a plain script (one process, no process group: every
+helper is then a no-op), under ``torchrun`` on one or many nodes, or under ``launch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "DistributedContext",
+    "barrier",
+    "current_context",
+    "distributed",
+    "init_distributed",
+    "is_main_process",
+    "reduce_metrics",
+    "save_on_rank0",
+    "shutdown_distributed",
+    "unwrap",
+    "wrap_ddp",
+]
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands: its rank, the world size and its device.
+
+    Attributes:
+        rank: Global rank (0 .. world_size-1).
+        world_size: Number of processes (1 without a process group).
+        local_rank: Rank on this node (selects the GPU).
+        backend: ``"nccl"``, ``"gloo"``..., or ``None`` without a process group.
+        device: The device this process should train on.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str | None
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (the process that logs and saves)."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when a process group is up (collectives do something)."""
+        return self.backend is not None
+
+
+def _env_int(name: str, default: int | None = None) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"environment variable {name}={raw!r} must be an integer (torchrun sets it)"
+        ) from None
+
+
+def _device_for(backend: str | None, local_rank: int) -> torch.device:
+    wants_gpu = backend in ("nccl", None)
+    if wants_gpu and torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def current_context() -> DistributedContext:
+    """The context of the running process group; without one, the environment's.
+
+    Without a process group, ``rank`` and ``world_size`` come from ``RANK`` and
+    ``WORLD_SIZE`` when set (torchrun sets them before the group exists), else 0 and 1;
+    ``is_distributed`` is False and collectives are no-ops.
+
+    Example:
+        >>> current_context().world_size
+        1
+    """
+    local_rank = _env_int("LOCAL_RANK", 0) or 0
+    if dist.is_available() and dist.is_initialized():
+        backend = str(dist.get_backend())
+        return DistributedContext(
+            dist.get_rank(),
+            dist.get_world_size(),
+            local_rank,
+            backend,
+            _device_for(backend, local_rank),
+        )
+    # No group (yet): rank and world size as torchrun set them, so that shard() called
+    # before init_distributed() still gives this rank its own share.
+    rank = _env_int("RANK", 0) or 0
+    world_size = _env_int("WORLD_SIZE", 1) or 1
+    return DistributedContext(rank, world_size, local_rank, None, _device_for(None, local_rank))
+
+
+def init_distributed(
+    backend: str | None = None, *, timeout: timedelta | float | None = None
+) -> DistributedContext:
+    """Set up the process group from the environment ``torchrun`` (or ``launch``) sets.
+
+    Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
+    Without ``WORLD_SIZE`` (a plain ``python train.py``) nothing is started and a
+    one-process context is returned, so the same script runs everywhere. Calling it again
+    returns the running group's context.
+
+    Args:
+        backend: ``None`` picks ``"nccl"`` when this process has a GPU, else ``"gloo"``.
+        timeout: Collective timeout (a ``timedelta`` or seconds); torch's default if None.
+
+    Returns:
+        The ``DistributedContext`` of this process. With NCCL the current CUDA device is
+        set to ``cuda:LOCAL_RANK``.
+
+    Raises:
+        ValueError: a malformed or missing variable (the message names it).
+        RuntimeError: ``torch.distributed`` is not available in this torch build.
+
+    Example:
+        >>> ctx = init_distributed()   # plain process: no group
+        >>> (ctx.rank, ctx.world_size, ctx.is_distributed)
+        (0, 1, False)
+    """
+    if dist.is_available() and dist.is_initialized():
+        return current_context()
+    world_size = _env_int("WORLD_SIZE")
+    if world_size is None:
+        return current_context()
+    if not dist.is_available():
+        raise RuntimeError("this torch build has no torch.distributed support")
+    rank = _env_int("RANK")
+    local_rank = _env_int("LOCAL_RANK", rank)
+    if rank is None or local_rank is None:
+        raise ValueError("WORLD_SIZE is set but RANK is not: launch with torchrun or launch()")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(name):
+            raise ValueError(
+                f"{name} is not set: launch with torchrun or kparallel.launch(), which set "
+                "MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE"
+            )
+    if backend is None:
+        has_gpu = torch.cuda.is_available() and local_rank < torch.cuda.device_count()
+        backend = "nccl" if has_gpu else "gloo"
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str such as 'gloo' or 'nccl', got {backend!r}")
+    device = _device_for(backend, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    kwargs: dict[str, Any] = {}
+    if timeout is not None:
+        kwargs["timeout"] = (
+            timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+        )
+    dist.init_process_group(
+        backend=backend, init_method="env://", rank=rank, world_size=world_size, **kwargs
+    )
+    return DistributedContext(rank, world_size, local_rank, backend, device)
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group if one is up (safe to call without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed(
+    backend: str | None = None, *, timeout: timedelta | float | None = None
+) -> Iterator[DistributedContext]:
+    """``init_distributed`` on entry; destroys the group on exit if it started it.
+
+    Example:
+        >>> with distributed() as ctx:
+        ...     print(ctx.world_size)
+        1
+    """
+    was_up = dist.is_available() and dist.is_initialized()
+    ctx = init_distributed(backend, timeout=timeout)
+    try:
+        yield ctx
+    finally:
+        if not was_up:
+            shutdown_distributed()
+
+
+def is_main_process() -> bool:
+    """True on rank 0, or when there is no process group."""
+    return current_context().is_main
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def wrap_ddp(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
+    """Move ``model`` to this process's device and wrap it in ``DistributedDataParallel``.
+
+    Without a process group the model is returned (moved) unwrapped, so the training
+    function is the same for one process and many.
+
+    Args:
+        model: The model to train.
+        **ddp_kwargs: Passed to ``DistributedDataParallel`` (``find_unused_parameters``...).
+
+    Returns:
+        The DDP-wrapped model, or ``model`` itself without a process group.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> wrap_ddp(nn.Linear(2, 2)).__class__.__name__   # no group: returned as is
+        'Linear'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"wrap_ddp expects a torch.nn.Module, got {type(model).__name__}")
+    ctx = current_context()
+    model.to(ctx.device)
+    if not ctx.is_distributed:
+        return model
+    if ctx.device.type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [ctx.device.index])
+        ddp_kwargs.setdefault("output_device", ctx.device.index)
+    return nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP / DataParallel / multi_gpu_model wrapper (else ``model``)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "template") and isinstance(model.template, nn.Module):
+            model = model.template
+        else:
+            return model
+
+
+_OPS = {"mean", "sum", "max", "min"}
+
+
+def reduce_metrics(
+    metrics: Mapping[str, float | int | torch.Tensor],
+    op: str = "mean",
+    *,
+    weight: float | None = None,
+) -> dict[str, float]:
+    """Combine per-rank metric values into one value per name, the same on every rank.
+
+    Args:
+        metrics: Name to a number or a one-element tensor (same names on every rank).
+        op: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``.
+        weight: With ``op="mean"``, this rank's weight (e.g. its sample count): the result
+            is the weighted mean, exact when ranks saw different amounts of data.
+
+    Returns:
+        A dict of floats. Without a process group, the values themselves.
+
+    Raises:
+        ValueError: unknown ``op``, a multi-element tensor, or a weight with another op.
+
+    Example:
+        >>> reduce_metrics({"loss": 0.5, "acc": torch.tensor(0.9)})
+        {'loss': 0.5, 'acc': 0.8999999761581543}
+    """
+    if op not in _OPS:
+        raise ValueError(f"op must be one of {sorted(_OPS)}, got {op!r}")
+    if weight is not None and op != "mean":
+        raise ValueError(f"weight only applies to op='mean', got op={op!r}")
+    names = list(metrics)
+    values: list[float] = []
+    for name in names:
+        value = metrics[name]
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"metric {name!r} must be a number or a one-element tensor, got shape "
+                    f"{tuple(value.shape)}"
+                )
+            values.append(float(value.detach().cpu().item()))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values.append(float(value))
+        else:
+            raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}")
+    ctx = current_context()
+    if not ctx.is_distributed:
+        return dict(zip(names, values, strict=True))
+    w = 1.0 if weight is None else float(weight)
+    device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    if op == "mean":
+        packed = torch.tensor([v * w for v in values] + [w], dtype=torch.float64, device=device)
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        total = float(packed[-1])
+        return {n: float(packed[i]) / total for i, n in enumerate(names)}
+    packed = torch.tensor(values, dtype=torch.float64, device=device)
+    reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    dist.all_reduce(packed, op=reduce_op[op])
+    return {n: float(packed[i]) for i, n in enumerate(names)}
+
+
+def save_on_rank0(obj: object, path: str | os.PathLike[str]) -> bool:
+    """``torch.save(obj, path)`` on rank 0 only, atomically, then wait for every rank.
+
+    The file is written to a temporary name in the same folder and renamed, so no rank
+    (or crash) ever sees a half-written checkpoint; the barrier means that when this
+    returns on any rank, the file is complete.
+
+    Args:
+        obj: What to save (e.g. ``unwrap(model).state_dict()``).
+        path: Destination file; its folder must exist.
+
+    Returns:
+        True on the rank that wrote the file.
+
+    Raises:
+        FileNotFoundError: the destination folder does not exist.
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> save_on_rank0({"w": torch.ones(2)}, os.path.join(d, "ckpt.pt"))
+        True
+    """
+    target = Path(path)
+    wrote = False
+    if current_context().is_main:
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"save_on_rank0: folder {str(target.parent)!r} does not exist")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        wrote = True
+    barrier()
+    return wrote

@@ -1,0 +1,173 @@
+"""A one-machine launcher with ``torchrun``'s environment, for tests and notebooks.
+
+``launch(fn, nprocs)`` starts ``nprocs`` fresh Python interpreters (as ``torchrun`` does),
+gives each the variables ``torchrun`` would set (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``LOCAL_WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT`` = a free port), runs
+``fn(*args)`` in each and returns their return values in rank order. So a training
+function written for ``torchrun`` (calling ``init_distributed()``) runs here unchanged.
+
+Fresh interpreters rather than ``multiprocessing`` spawn: spawn re-runs the parent's main
+script in every child, which breaks scripts without an ``if __name__ == "__main__"``
+guard, notebooks' exec'd cells and doc runners; a fresh ``python -c`` has no such step.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["free_port", "launch"]
+
+_BOOTSTRAP = "import sys; from kparallel._launch import _child_main; _child_main(sys.argv[1])"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the OS picks it).
+
+    Example:
+        >>> 1024 <= free_port() <= 65535
+        True
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _child_main(folder: str) -> None:
+    """Entry point of a launched worker: run the pickled call, store the result."""
+    results = Path(folder)
+    rank = int(os.environ["RANK"])
+    try:
+        with open(results / "payload.pkl", "rb") as f:
+            sys_path, call = pickle.load(f)
+        # The parent's import path first, so fn's module imports as it did there.
+        sys.path[:0] = [p for p in sys_path if p not in sys.path]
+        fn, args = pickle.loads(call)
+        value = fn(*args)
+        tmp = results / f".rank{rank}.tmp"
+        torch.save(value, tmp)
+        os.replace(tmp, results / f"rank{rank}.pt")
+    except BaseException:
+        (results / f"rank{rank}.error").write_text(traceback.format_exc())
+        raise SystemExit(1) from None
+    finally:
+        import torch.distributed as dist
+
+        # A function that forgot shutdown_distributed() must not hang the others' exit.
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def launch(
+    fn: Callable[..., Any],
+    nprocs: int = 2,
+    *,
+    args: Sequence[Any] = (),
+    master_addr: str = "127.0.0.1",
+    master_port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> list[Any]:
+    """Run ``fn(*args)`` in ``nprocs`` processes set up like ``torchrun`` on one node.
+
+    Args:
+        fn: A function importable by module name (defined in a module, not in ``__main__``
+            or a notebook cell); it typically calls ``init_distributed()``.
+        nprocs: Number of processes (ranks), >= 1.
+        args: Positional arguments for ``fn`` (picklable).
+        master_addr: Rendezvous address (loopback by default).
+        master_port: Rendezvous port; a free one when None.
+        env: Extra environment variables for the workers.
+        timeout: Seconds before the workers are stopped and ``TimeoutError`` raised.
+
+    Returns:
+        The return values of ``fn``, index = rank (saved with ``torch.save``, so tensors
+        and state dicts come back intact).
+
+    Raises:
+        ValueError: ``nprocs`` < 1, or ``fn`` is defined in ``__main__``.
+        TypeError: ``fn`` or ``args`` cannot be pickled.
+        RuntimeError: a worker failed (the message holds its traceback); the others are
+            stopped.
+        TimeoutError: the workers ran past ``timeout``.
+
+    Example:
+        >>> import operator
+        >>> launch(operator.add, 2, args=(1, 2))
+        [3, 3]
+    """
+    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
+        raise ValueError(f"nprocs must be an int >= 1, got {nprocs!r}")
+    if getattr(fn, "__module__", None) == "__main__":
+        raise ValueError(
+            f"launch(fn={getattr(fn, '__name__', fn)!r}): fn is defined in __main__, which the "
+            "worker processes cannot import; move it into a module and import it"
+        )
+    try:
+        call = pickle.dumps((fn, tuple(args)))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise TypeError(f"launch: fn and args must be picklable: {exc}") from None
+    port = free_port(master_addr) if master_port is None else int(master_port)
+    results = Path(tempfile.mkdtemp(prefix="kparallel-launch-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with open(results / "payload.pkl", "wb") as f:
+            pickle.dump((list(sys.path), call), f)
+        base = dict(os.environ)
+        base.update(env or {})
+        base.update(
+            MASTER_ADDR=master_addr,
+            MASTER_PORT=str(port),
+            WORLD_SIZE=str(nprocs),
+            LOCAL_WORLD_SIZE=str(nprocs),
+            GROUP_RANK="0",
+        )
+        for rank in range(nprocs):
+            child = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+            processes.append(
+                subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, str(results)], env=child)
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            codes = [p.poll() for p in processes]
+            failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                rank = failed[0]
+                _stop(processes)
+                error = results / f"rank{rank}.error"
+                detail = error.read_text() if error.exists() else f"exit code {codes[rank]}"
+                raise RuntimeError(f"launch: rank {rank} failed:\n{detail}")
+            if all(c == 0 for c in codes):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(processes)
+                raise TimeoutError(f"launch: workers still running after {timeout} s")
+            time.sleep(0.05)
+        return [torch.load(results / f"rank{r}.pt", weights_only=False) for r in range(nprocs)]
+    finally:
+        _stop(processes)
+        shutil.rmtree(results, ignore_errors=True)

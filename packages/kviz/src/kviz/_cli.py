@@ -1,0 +1,168 @@
+"""``python -m kviz summary|plot MODULE:FACTORY ...``: the summary or the diagram of a model
+that lives in a user's package, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._forward import ForwardError
+from ._plot import plot_model
+from ._render import GraphvizNotFoundError
+from ._summary import print_summary
+
+__all__ = ["load_model", "main"]
+
+
+class CliError(Exception):
+    """A problem with the command line's arguments (exit status 2)."""
+
+
+def load_model(spec: str) -> nn.Module:
+    """The model named by ``MODULE:FACTORY``: FACTORY is an ``nn.Module`` object, or a class
+    or function called with no arguments that returns one (dotted names allowed).
+
+    Raises:
+        CliError: a malformed spec, a module or name that cannot be found, or no nn.Module.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CliError(f"model must be MODULE:FACTORY (e.g. mypkg.models:make_net); got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: models in the current folder
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import module {module_name!r} (from {spec!r}): {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise CliError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})") from exc
+    if not isinstance(obj, nn.Module):
+        if not callable(obj):
+            raise CliError(f"{spec!r} is neither an nn.Module nor callable")
+        obj = obj()
+    if not isinstance(obj, nn.Module):
+        raise CliError(f"{spec!r} returned {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a shape like 1,3,32,32: {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"not a shape of positive sizes: {text!r}")
+    return dims
+
+
+def _dtypes(text: str) -> list[torch.dtype]:
+    out = []
+    for name in text.split(","):
+        dtype = getattr(torch, name.strip().removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype):
+            raise argparse.ArgumentTypeError(f"not a torch dtype: {name!r}")
+        out.append(dtype)
+    return out
+
+
+def _positions(text: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kviz",
+        description="Keras-style model summary and diagram for a torch nn.Module.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="MODULE:FACTORY, e.g. mypkg.models:make_net")
+        p.add_argument(
+            "--input-size",
+            type=_shape,
+            action="append",
+            metavar="SHAPE",
+            help="example input shape, batch included, e.g. 1,3,32,32 (repeat per input)",
+        )
+        p.add_argument("--dtypes", type=_dtypes, help="dtypes of the inputs, e.g. float32,int64")
+        p.add_argument("--device", help="device for the example input (e.g. cpu, cuda:0)")
+        p.add_argument("--expand-nested", action="store_true", help="show nested modules")
+        p.add_argument("--depth", type=int, help="deepest nesting level shown")
+
+    s = sub.add_parser("summary", help="print the summary table")
+    common(s)
+    s.add_argument("--line-length", type=int, help="table width")
+    s.add_argument("--positions", type=_positions, help="column ends, e.g. .4,.7,.8,1")
+    s.add_argument("--show-trainable", action="store_true", help="add the Trainable column")
+
+    p = sub.add_parser("plot", help="write the diagram to a file")
+    common(p)
+    p.add_argument("-o", "--to-file", default="model.png", help="output file (default model.png)")
+    p.add_argument("--show-shapes", action="store_true", help="show input/output shapes")
+    p.add_argument("--hide-layer-names", action="store_true", help="show class names only")
+    p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
+    p.add_argument("--dpi", type=int, default=96)
+    p.add_argument("--graph", default="layers", choices=["layers", "autograd"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage error)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.model)
+    except CliError as exc:
+        parser.error(str(exc))
+    sizes = args.input_size
+    input_size: Any = None if not sizes else (sizes[0] if len(sizes) == 1 else sizes)
+    try:
+        if args.command == "summary":
+            print_summary(
+                model,
+                line_length=args.line_length,
+                positions=args.positions,
+                input_size=input_size,
+                dtypes=args.dtypes,
+                device=args.device,
+                expand_nested=args.expand_nested,
+                depth=args.depth,
+                show_trainable=args.show_trainable,
+            )
+        else:
+            plot_model(
+                model,
+                to_file=args.to_file,
+                show_shapes=args.show_shapes,
+                show_layer_names=not args.hide_layer_names,
+                rankdir=args.rankdir,
+                expand_nested=args.expand_nested,
+                dpi=args.dpi,
+                input_size=input_size,
+                dtypes=args.dtypes,
+                device=args.device,
+                depth=args.depth,
+                graph=args.graph,
+            )
+            print(f"wrote {args.to_file}")
+    except (ForwardError, GraphvizNotFoundError) as exc:
+        print(f"kviz: error: {exc}", file=sys.stderr)
+        return 1
+    except (TypeError, ValueError, FileNotFoundError) as exc:
+        print(f"kviz: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,75 @@
+"""Run the example forward pass: eval mode, no autograd, every module's own training flag
+restored afterwards (a user's frozen BatchNorm stays as it was), errors made readable."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ._inputs import ExampleInput
+from ._trace import Trace, Tracer
+
+__all__ = ["ForwardError", "forward_error", "gc_paused", "kept_modes", "trace_model"]
+
+
+class ForwardError(ValueError):
+    """The model's forward pass failed on the example input."""
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block.
+
+    A trace allocates a few small objects per module call; on models with thousands of
+    modules the collector's repeated full passes over them cost more than the trace itself.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
+def kept_modes(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block, then restore every module's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def forward_error(model: nn.Module, example: ExampleInput, exc: BaseException) -> ForwardError:
+    """A ForwardError naming the model and the example input's shapes."""
+    args, kwargs = example
+    shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+    shapes += [
+        f"{k}={tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}"
+        for k, v in kwargs.items()
+    ]
+    return ForwardError(
+        f"the forward pass of {type(model).__name__} failed on the example input "
+        f"(input_size/input_data gave {shapes}): {type(exc).__name__}: {exc}"
+    )
+
+
+def trace_model(model: nn.Module, example: ExampleInput) -> Trace:
+    """One traced forward pass of ``model`` on ``example`` (no torchinfo involved)."""
+    tracer = Tracer(model)
+    args, kwargs = example
+    with kept_modes(model), torch.no_grad(), tracer.tracing():
+        model.eval()
+        tracer.add_inputs(args, kwargs)
+        try:
+            model(*args, **kwargs)
+        except Exception as exc:
+            raise forward_error(model, example, exc) from exc
+    return tracer.trace

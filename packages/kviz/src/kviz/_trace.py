@@ -1,0 +1,481 @@
+"""Record the layer-level graph of one forward pass: one node per module call, one per
+functional op that merges tensors from different producers, edges where tensors flow.
+
+How it works (the way torchview does it, but lean): a global forward pre-hook and a global
+forward hook see every module call; a map from tensor identity to the node (and output
+position) that produced it turns the tensors a call receives into edges. Functional ops
+between modules (``x + residual``, ``torch.cat``) are seen by a ``TorchFunctionMode`` that
+is switched on only while the body of a module that computes with tensors itself runs (not
+inside leaf layers, not inside ``nn.Sequential``, not inside other tools' hooks), so the cost
+per module call stays a few microseconds.
+
+The map always names the *innermost* producer of a tensor; a container's outputs keep the
+names of the layers inside it. That lets one recording be drawn at any depth: collapsing a
+container maps everything inside it onto the container (see ``_layout.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.modules.module as _torch_module
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["INPUT", "MODULE", "OP", "Node", "Trace", "Tracer", "flat_tensors", "shape_of"]
+
+INPUT = "input"
+MODULE = "module"
+OP = "op"
+
+Source = tuple[int, int]  # (node index, output position)
+Shape = Any  # tuple[int, ...] for a tensor, list[Shape] for a structure of tensors
+
+
+class Node:
+    """One node of the recorded graph: a model input, a module call or a functional op."""
+
+    __slots__ = (
+        "atomic",
+        "call_index",
+        "depth",
+        "has_child",
+        "idx",
+        "in_shapes",
+        "inputs",
+        "kind",
+        "module",
+        "name",
+        "ops_body",
+        "out_map",
+        "out_shapes",
+        "parent",
+        "passthrough",
+        "type_name",
+    )
+
+    def __init__(
+        self,
+        idx: int,
+        kind: str,
+        name: str,
+        type_name: str,
+        parent: int,
+        depth: int,
+        module: nn.Module | None = None,
+    ) -> None:
+        self.idx = idx
+        self.kind = kind
+        self.name = name
+        self.type_name = type_name
+        self.parent = parent
+        self.depth = depth
+        self.module = module
+        self.call_index = 0
+        self.inputs: list[Source] = []
+        self.in_shapes: list[Shape] | None = None
+        self.out_shapes: Shape = None
+        self.atomic = kind != MODULE
+        self.ops_body = False
+        self.has_child = False
+        # For containers: innermost producer of each returned tensor -> output position.
+        self.out_map: dict[Source, int] | None = None
+        # For containers returning a tensor they did not produce: position -> real source.
+        self.passthrough: dict[int, Source] | None = None
+
+    def __repr__(self) -> str:
+        return f"Node({self.idx}, {self.kind}, {self.name!r}, {self.type_name})"
+
+
+class Trace:
+    """The recorded graph: nodes in execution order (a topological order)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.nodes: list[Node] = []
+        self.traced = False  # False: built from the module tree, no forward pass
+
+
+def flat_tensors(obj: Any, out: list[torch.Tensor], _depth: int = 0) -> list[torch.Tensor]:
+    """Append every tensor found in ``obj`` (tensors, lists, tuples, dicts) to ``out``."""
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif _depth < 8:
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                flat_tensors(item, out, _depth + 1)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                flat_tensors(item, out, _depth + 1)
+    return out
+
+
+def shape_of(obj: Any, _depth: int = 0) -> Shape:
+    """The shapes of the tensors in ``obj``: a ``torch.Size`` (a tuple) for a tensor, a list
+    for a structure of tensors, None when it holds none."""
+    if isinstance(obj, torch.Tensor):
+        return obj.shape
+    if _depth < 8:
+        items: Any = None
+        if isinstance(obj, (list, tuple)):
+            items = obj
+        elif isinstance(obj, dict):
+            items = obj.values()
+        if items is not None:
+            shapes = [shape_of(item, _depth + 1) for item in items]
+            return [s for s in shapes if s is not None] or None
+    return None
+
+
+def _is_plain_sequential(module: nn.Module) -> bool:
+    return type(module).forward is nn.Sequential.forward
+
+
+class _ModInfo:
+    __slots__ = ("atomic", "name", "ops_body")
+
+    def __init__(self, name: str, atomic: bool, ops_body: bool) -> None:
+        self.name = name
+        self.atomic = atomic
+        self.ops_body = ops_body
+
+
+class _OpMode(TorchFunctionMode):
+    """Sees functional ops in module bodies; records those that merge producers."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if kwargs is None:
+            kwargs = {}
+        out = func(*args, **kwargs)
+        # Cheapest test first: ops that return no tensor (x.shape, x.size(), x.dim()) never
+        # carry data flow.
+        if isinstance(out, torch.Tensor):
+            outs = [out]
+        elif isinstance(out, (list, tuple)):
+            outs = flat_tensors(out, [])
+            if not outs:
+                return out
+        else:
+            return out
+        self.tracer._record_op(func, args, kwargs, outs, out)
+        return out
+
+
+class Tracer:
+    """Records a ``Trace`` of the forward passes run while it is active (see ``tracing``).
+
+    Args:
+        model: the model whose module calls become nodes; other modules are transparent.
+    """
+
+    def __init__(self, model: nn.Module, *, in_shapes: bool = True) -> None:
+        self.in_shapes = in_shapes  # record input shapes (plots show them; tables do not)
+        self.trace = Trace(model)
+        self.nodes = self.trace.nodes
+        self._tmap: dict[int, tuple[weakref.ref[torch.Tensor], int, int]] = {}
+        self._mods: dict[int, _ModInfo] = {}
+        self._calls: dict[int, int] = {}
+        self._op_names: dict[str, int] = {}
+        self._stack: list[int] = []
+        self._on = False
+        self._mode = _OpMode(self)
+        self._tid = threading.get_ident()
+        self._handles: list[RemovableHandle] = []
+        self._armed = False
+        any_ops_body = False
+        for name, module in model.named_modules():
+            atomic = not any(child is not None for child in module._modules.values())
+            ops_body = not atomic and not _is_plain_sequential(module)
+            any_ops_body = any_ops_body or ops_body
+            self._mods[id(module)] = _ModInfo(name, atomic, ops_body)
+        self._any_ops_body = any_ops_body
+
+    # -- switching the op mode -------------------------------------------------------------
+
+    def _mode_on(self) -> None:
+        if not self._on:
+            self._mode.__enter__()  # type: ignore[no-untyped-call]
+            self._on = True
+
+    def _mode_off(self) -> None:
+        if self._on:
+            self._mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+            self._on = False
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def _sources(self, tensors: list[torch.Tensor], into: list[Source]) -> list[Source]:
+        tmap = self._tmap
+        for t in tensors:
+            entry = tmap.get(id(t))
+            if entry is not None and entry[0]() is t:
+                src = (entry[1], entry[2])
+                if src not in into:
+                    into.append(src)
+        return into
+
+    def _bind(self, tensors: list[torch.Tensor], node: int) -> None:
+        tmap = self._tmap
+        for pos, t in enumerate(tensors):
+            tmap[id(t)] = (weakref.ref(t), node, pos)
+
+    def add_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Create one input node per tensor of the model's example input."""
+        import inspect
+
+        try:
+            bound = inspect.signature(self.trace.model.forward).bind(*args, **kwargs)
+            labelled: list[tuple[str, Any]] = list(bound.arguments.items())
+        except (TypeError, ValueError):
+            labelled = [(f"input_{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+        for label, value in labelled:
+            tensors = flat_tensors(value, [])
+            for i, tensor in enumerate(tensors):
+                name = label if len(tensors) == 1 else f"{label}[{i}]"
+                idx = len(self.nodes)
+                node = Node(idx, INPUT, name, "Input", -1, 0)
+                node.out_shapes = tensor.shape
+                node.in_shapes = [tensor.shape]
+                self.nodes.append(node)
+                self._tmap[id(tensor)] = (weakref.ref(tensor), idx, 0)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        # Hot path: runs for every module call; kept lean on purpose.
+        info = self._mods.get(id(module))
+        if info is None or threading.get_ident() != self._tid:
+            return
+        if self._on:
+            self._mode_off()
+        nodes = self.nodes
+        stack = self._stack
+        idx = len(nodes)
+        if stack:
+            parent = stack[-1]
+            pnode = nodes[parent]
+            pnode.has_child = True
+            node = Node(idx, MODULE, info.name, "", parent, pnode.depth + 1, module)
+        else:
+            node = Node(idx, MODULE, info.name, "", -1, 0, module)
+        key = id(module)
+        count = self._calls.get(key, 0)
+        node.call_index = count
+        self._calls[key] = count + 1
+        node.atomic = info.atomic
+        node.ops_body = info.ops_body
+        if len(args) == 1 and isinstance(args[0], torch.Tensor):
+            t = args[0]
+            entry = self._tmap.get(id(t))
+            if entry is not None and entry[0]() is t:
+                node.inputs.append((entry[1], entry[2]))
+            if self.in_shapes:
+                node.in_shapes = [t.shape]
+        elif args:
+            tensors = flat_tensors(args, [])
+            if tensors:
+                self._sources(tensors, node.inputs)
+                if self.in_shapes:
+                    node.in_shapes = [t.shape for t in tensors]
+        nodes.append(node)
+        stack.append(idx)
+
+    def _post(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        # Hot path, like _pre.
+        if id(module) not in self._mods or threading.get_ident() != self._tid:
+            return
+        if self._on:
+            self._mode_off()
+        if not self._stack:
+            return
+        idx = self._stack.pop()
+        node = self.nodes[idx]
+        if kwargs:
+            # Keyword tensors are only visible here (global pre-hooks get no kwargs).
+            tensors = flat_tensors(kwargs, [])
+            if tensors:
+                self._sources(tensors, node.inputs)
+                if self.in_shapes:
+                    node.in_shapes = (node.in_shapes or []) + [t.shape for t in tensors]
+        node.type_name = type(module).__name__  # a lazy module changes class when built
+        if not node.atomic and not node.has_child:
+            # Computed everything itself (e.g. nn.MultiheadAttention): a layer, not a
+            # container; the ops recorded inside it are absorbed into it.
+            node.atomic = True
+        if isinstance(output, torch.Tensor):
+            node.out_shapes = output.shape
+            outs = [output]
+        else:
+            node.out_shapes = shape_of(output)
+            outs = flat_tensors(output, [])
+        tmap = self._tmap
+        if node.atomic:
+            for pos, t in enumerate(outs):
+                tmap[id(t)] = (weakref.ref(t), idx, pos)
+            return
+        for pos, t in enumerate(outs):
+            entry = tmap.get(id(t))
+            if entry is not None and entry[0]() is t and entry[1] > idx:
+                if node.out_map is None:
+                    node.out_map = {}
+                node.out_map.setdefault((entry[1], entry[2]), pos)
+            else:
+                if entry is not None and entry[0]() is t:
+                    if node.passthrough is None:
+                        node.passthrough = {}
+                    node.passthrough[pos] = (entry[1], entry[2])
+                tmap[id(t)] = (weakref.ref(t), idx, pos)
+
+    def _late_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        # Runs after every other pre-hook (other tools' too): the body starts now.
+        if threading.get_ident() == self._tid:
+            self._mode_on()
+
+    def _late_post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        # Runs after every other forward hook: back in the caller's body.
+        if threading.get_ident() != self._tid:
+            return
+        if self._stack and self.nodes[self._stack[-1]].ops_body:
+            self._mode_on()
+
+    def _record_op(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        outs: list[torch.Tensor],
+        out: Any,
+    ) -> None:
+        ins = flat_tensors(args, [])
+        if kwargs:
+            flat_tensors(kwargs, ins)
+        if not ins:
+            return
+        sources = self._sources(ins, [])
+        if not sources:
+            return
+        first = sources[0][0]
+        if all(s[0] == first for s in sources):
+            # One producer: a pass-through op (view, relu, getitem): the result counts
+            # as that producer's tensor, so the graph stays at layer level.
+            src = sources[0]
+            tmap = self._tmap
+            for t in outs:
+                entry = tmap.get(id(t))
+                if entry is None or entry[0]() is not t:
+                    tmap[id(t)] = (weakref.ref(t), src[0], src[1])
+            return
+        nodes = self.nodes
+        stack = self._stack
+        parent = stack[-1] if stack else -1
+        depth = nodes[parent].depth + 1 if parent >= 0 else 0
+        base = getattr(func, "__name__", "op").strip("_") or "op"
+        count = self._op_names.get(base, 0)
+        self._op_names[base] = count + 1
+        name = base if count == 0 else f"{base}_{count}"
+        idx = len(nodes)
+        node = Node(idx, OP, name, _op_type_name(func, base), parent, depth)
+        node.inputs = sources
+        node.in_shapes = [t.shape for t in ins]
+        node.out_shapes = shape_of(out)
+        nodes.append(node)
+        self._bind(outs, idx)
+
+    # -- activation ------------------------------------------------------------------------
+
+    def arm(self, *, root: bool = True) -> None:
+        """Register the hooks that must run after every other tool's hooks.
+
+        ``root=False`` leaves out the model's own late pre-hook: the caller switches the
+        op mode on at the start of the model's body itself (see ``root_forward``).
+        """
+        if self._armed:
+            return
+        self._armed = True
+        if not self._any_ops_body:
+            return  # nothing but leaf layers and nn.Sequential: no op ever needs seeing
+        model = self.trace.model
+        for module in model.modules():
+            info = self._mods[id(module)]
+            if module is model:
+                if root and info.ops_body:
+                    self._handles.append(module.register_forward_pre_hook(self._late_pre))
+                continue
+            if info.ops_body:
+                self._handles.append(module.register_forward_pre_hook(self._late_pre))
+            self._handles.append(module.register_forward_hook(self._late_post))
+
+    @contextmanager
+    def root_forward(self) -> Iterator[None]:
+        """Wrap the model's ``forward`` (an instance attribute, removed on exit) so that
+        the late hooks are registered, and the op mode switched on, once the model's body
+        starts: after another tool (torchinfo) has put its own hooks in place."""
+        model = self.trace.model
+        had_own = "forward" in model.__dict__
+        original = model.forward
+        tracer = self
+        ops_body = self._mods[id(model)].ops_body
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == tracer._tid:
+                tracer.arm(root=False)
+                if ops_body:
+                    tracer._mode_on()
+            return original(*args, **kwargs)
+
+        model.forward = forward
+        try:
+            yield
+        finally:
+            if had_own:
+                model.forward = original
+            else:
+                del model.forward
+
+    @contextmanager
+    def tracing(self, *, arm: bool = True) -> Iterator[Tracer]:
+        """Activate the global hooks; ``arm=False`` defers the late hooks (see ``arm``)."""
+        handles = [
+            _torch_module.register_module_forward_pre_hook(self._pre),
+            _torch_module.register_module_forward_hook(self._post, with_kwargs=True),
+        ]
+        try:
+            if arm:
+                self.arm()
+            yield self
+        finally:
+            self._mode_off()
+            for handle in handles + self._handles:
+                handle.remove()
+            self._handles.clear()
+            self._tmap.clear()
+            self._stack.clear()
+            self.trace.traced = True
+
+
+def _op_type_name(func: Callable[..., Any], base: str) -> str:
+    module = getattr(func, "__module__", None) or ""
+    qualname = getattr(func, "__qualname__", "") or ""
+    if module.startswith("torch.nn.functional"):
+        return f"F.{base}"
+    if qualname.split(".")[0] in ("Tensor", "TensorBase", "_TensorBase"):
+        return f"Tensor.{base}"
+    return f"torch.{base}"
