@@ -49,6 +49,14 @@ class LoggedSequence(kdata.Sequence):
             file.write(f"{os.getpid()}\n")
 
 
+class UnpicklableSequence(LoggedSequence):
+    """A LoggedSequence holding a lambda: it cannot be pickled (fork workers still work)."""
+
+    def __init__(self, log: str, batches: int = 4) -> None:
+        super().__init__(log, batches)
+        self.hook = lambda value: value
+
+
 class FailingSequence(kdata.Sequence):
     """Batch ``bad`` raises ``ValueError("boom")``; the others are arrays."""
 

@@ -104,6 +104,8 @@ def test_normalizer_callable_and_name(matrix_file):
     np.testing.assert_array_equal(matrix[[5, 1]], x[[5, 1]] + 1)
     halves = HDF5Matrix(path, "xz", start=2, normalizer=as_float64_halves)
     assert halves.shape == (38, 2) and halves.dtype == np.float64
+    empty = halves[[]]
+    assert empty.shape == (0, 2) and empty.dtype == np.float64
     np.testing.assert_array_equal(halves[1:4], x[3:6, :2] / 2)
     # a name: a scope's object, then kdata's built-ins ("normalize")
     with kregistry.custom_object_scope({"plus_one": add_one}):

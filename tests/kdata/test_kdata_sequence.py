@@ -14,6 +14,7 @@ from _helpers_kdata import (
     LoggedSequence,
     NestedSequence,
     ScopedSequence,
+    UnpicklableSequence,
     log_lines,
     triple,
 )
@@ -111,6 +112,27 @@ def test_persistent_workers_reuse_processes_and_clean_up(tmp_path):
     assert state_dir is not None and len(os.listdir(state_dir)) == 1  # only the latest
     loader.close()
     assert not os.path.exists(state_dir)
+
+
+def test_unpicklable_sequence_gets_fresh_persistent_workers(tmp_path):
+    log = str(tmp_path / "fetch.log")
+    loader = SequenceLoader(
+        UnpicklableSequence(log),
+        num_workers=2,
+        multiprocessing_context="fork",
+        persistent_workers=True,
+    )
+    with loader:
+        assert [int(b[0]) for b in loader] == [0, 1000, 2000, 3000]
+        with pytest.warns(RuntimeWarning, match="cannot be pickled"):
+            second = [int(b[0]) for b in loader]
+        assert second == [1, 1001, 2001, 3001]  # on_epoch_end's effect reached the workers
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            third = [int(b[0]) for b in loader]
+        assert third == [2, 1002, 2002, 3002]
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]  # once only
+    assert fetches(log)[1] == Counter(range(4))
 
 
 def test_epoch_left_early_skips_on_epoch_end(tmp_path):

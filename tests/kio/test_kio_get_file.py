@@ -229,3 +229,16 @@ def test_no_warnings_on_plain_hit(server: FaultServer, box: Sandbox) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_file("n.txt", url, cache_dir=box.cache)
+
+
+def test_builtins_are_registered_under_kio_namespaces() -> None:
+    objects = kregistry.get_custom_objects()
+    for key in ("kio.hash>md5", "kio.hash>sha1", "kio.hash>sha256", "kio.hash>sha512"):
+        assert key in objects
+    assert "kio.archive>tar" in objects and "kio.archive>zip" in objects
+    sha = kregistry.resolve("sha256", namespace="kio.hash")
+    assert sha().hexdigest() == hashlib.sha256(b"").hexdigest()
+    with pytest.raises(kregistry.UnknownObjectError, match="tar"):
+        kregistry.resolve("tarr", kind="archive format", namespace="kio.archive")
+    with pytest.raises(TypeError, match="hash algorithm"):
+        kio.hash_file(__file__, 42)

@@ -83,8 +83,8 @@ def test_eight_processes_one_download(server: FaultServer, box: Sandbox) -> None
 def test_killed_download_leaves_no_final_file_and_resumes(
     server: FaultServer, box: Sandbox
 ) -> None:
-    data = payload(1 << 20, seed=33)
-    url = server.add("/killed.bin", data, chunk_delay=0.05)  # about 0.8 s for the body
+    data = payload(4 << 20, seed=33)
+    url = server.add("/killed.bin", data, chunk_delay=0.03)  # about 2 s for the body
     code = (
         "import kio, sys; kio.get_file('killed.bin', sys.argv[1], cache_dir=sys.argv[2], "
         "progress=False)"
@@ -94,7 +94,7 @@ def test_killed_download_leaves_no_final_file_and_resumes(
     final = box.cache / "datasets" / "killed.bin"
     deadline = time.time() + 30
     while time.time() < deadline and not final.exists():
-        if part.exists() and part.stat().st_size >= 200_000:
+        if part.exists() and part.stat().st_size >= 1 << 20:
             break
         time.sleep(0.02)
     child.kill()

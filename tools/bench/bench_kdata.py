@@ -10,6 +10,7 @@ Run: KERAS_BACKEND=torch python tools/bench/bench_kdata.py [--quick]
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 import shutil
 import sys
@@ -20,14 +21,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from _common import Comparison, compare, print_header  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import Comparison, compare, print_header
+from torch.utils.data import DataLoader, Dataset
 
-from kdata import (  # noqa: E402
+from kdata import (
     HDF5Matrix,
     Sequence,
     SequenceLoader,
@@ -108,7 +109,7 @@ def keras2_to_categorical(y: Any, num_classes: Any = None, dtype: str = "float32
     n = y.shape[0]
     categorical = np.zeros((n, num_classes), dtype=dtype)
     categorical[np.arange(n), y] = 1
-    output_shape = input_shape + (num_classes,)
+    output_shape = (*input_shape, num_classes)
     return np.reshape(categorical, output_shape)
 
 
@@ -293,6 +294,19 @@ def bench_sequence(quick: bool) -> list[Comparison]:
         )
     )
     parallel.close()
+
+    # context, not a goal: what two plain processes get on this machine right now (other
+    # jobs on a shared 2-core machine cap any 2-process speed-up)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results.append(
+            compare(
+                "ceiling: a warm multiprocessing.Pool(2) vs 0 workers",
+                lambda: pool.map(heavy.__getitem__, range(len(heavy)), chunksize=1),
+                lambda: drain(serial),
+                "0 workers",
+                repeat=3 if quick else 5,
+            )
+        )
     return results
 
 

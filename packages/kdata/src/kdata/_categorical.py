@@ -154,10 +154,10 @@ def _to_categorical_numpy(
         bad = ~np.isfinite(flat) | (flat != np.floor(flat))
         if bad.any():
             raise ValueError(
-                f"y must hold whole-number class indices, got {flat[bad][0]!r} at flat "
+                f"y must hold whole-number class indices, got {flat[bad][0].item()!r} at flat "
                 f"position {int(np.argmax(bad))}"
             )
-    low, high = flat.min(), flat.max()
+    low, high = flat.min().item(), flat.max().item()
     if low < 0:
         raise ValueError(
             f"class indices must be >= 0, got {low!r} at flat position {int(np.argmin(flat))}"

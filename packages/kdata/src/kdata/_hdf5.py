@@ -210,6 +210,9 @@ class HDF5Matrix(Dataset[Any]):
         else:
             assert plan.rows is not None
             block = self._reader.read_sorted(plan.rows + self.start)
+        if self.normalizer is not None and len(block) == 0:
+            # nothing to normalize (and many normalizers refuse empty input)
+            return np.empty((0, *self._base_shape), dtype=self._base_dtype)
         return _apply(self.normalizer, block)  # type: ignore[no-any-return]
 
     def __getitem__(self, key: Any) -> Any:

@@ -330,10 +330,16 @@ def extract_to_folder(
                 raise UnsafeArchiveError(file_path, name, "would overwrite the archive itself")
         for name in entries:
             destination = os.path.join(path, name)
+            aside = os.path.join(trash, name)
             if os.path.lexists(destination):
                 os.makedirs(trash, exist_ok=True)
-                os.replace(destination, os.path.join(trash, name))
-            os.replace(os.path.join(temp, name), destination)
+                os.replace(destination, aside)
+            try:
+                os.replace(os.path.join(temp, name), destination)
+            except BaseException:
+                if os.path.lexists(aside):  # put the previous entry back
+                    os.replace(aside, destination)
+                raise
         return entries
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(

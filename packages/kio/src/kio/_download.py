@@ -31,7 +31,6 @@ from kio._state import StatePaths, read_json, remove_quietly, write_json
 __all__ = ["FetchOptions", "fetch", "local_path_of"]
 
 _CHUNK = 1 << 20
-_USE_READ1 = True
 _MAX_BACKOFF = 30.0
 # An attempt that received data before failing resumes without using up a retry; this
 # caps the attempts in all, so a server that always drops after a few bytes still ends.
@@ -341,9 +340,12 @@ class _HttpFetch:
                 out.truncate()
                 hasher = self.hasher
                 chunk_size = self.options.chunk_size
-                # read1 returns what has arrived (up to chunk_size) instead of waiting for a
-                # full chunk: progress shows and bytes reach the partial file as they come.
-                read = getattr(raw, "read1", raw.read) if _USE_READ1 else raw.read
+                # Full-chunk reads are the fastest (measured: read1's smaller, unaligned
+                # writes cost ~20% on loopback); with a progress bar on screen, read1 shows
+                # bytes as they arrive instead of once per chunk on a slow link.
+                read = raw.read
+                if self.options.progress and hasattr(raw, "read1"):
+                    read = raw.read1
                 while True:
                     try:
                         data = read(chunk_size, decode_content=False)

@@ -86,7 +86,8 @@ def autograd_dot(
     nodes = count_autograd_nodes([t.grad_fn for t in outs])
     params = {name: p for name, p in model.named_parameters()}
     # torchviz recurses once per node, a few frames deep each time.
-    with _recursion_limit(sys.getrecursionlimit() + 4 * nodes + 200):
+    with _recursion_limit(sys.getrecursionlimit() + 4 * nodes + 200), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchviz's LooseVersion
         dot = torchviz.make_dot(
             tuple(outs) if len(outs) > 1 else outs[0], params=params, show_attrs=show_shapes
         )

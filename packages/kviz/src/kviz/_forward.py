@@ -37,14 +37,16 @@ def gc_paused() -> Iterator[None]:
 
 
 @contextmanager
-def kept_modes(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode for the block, then restore every module's own flag."""
-    flags = [(m, m.training) for m in model.modules()]
+def kept_modes(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
+    """Restore every module's own training flag after the block (``model.train(flag)``
+    would overwrite the flags of modules a user had put in another mode)."""
+    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
     try:
         yield
     finally:
         for module, flag in flags:
-            module.training = flag
+            if module.training is not flag:
+                module.training = flag
 
 
 def forward_error(model: nn.Module, example: ExampleInput, exc: BaseException) -> ForwardError:
@@ -65,7 +67,7 @@ def trace_model(model: nn.Module, example: ExampleInput) -> Trace:
     """One traced forward pass of ``model`` on ``example`` (no torchinfo involved)."""
     tracer = Tracer(model)
     args, kwargs = example
-    with kept_modes(model), torch.no_grad(), tracer.tracing():
+    with kept_modes(model, tracer.modules), torch.no_grad(), tracer.tracing():
         model.eval()
         tracer.add_inputs(args, kwargs)
         try:

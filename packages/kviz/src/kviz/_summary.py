@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torchinfo
 from torch import nn
@@ -22,8 +22,7 @@ _CHAIN_LENGTH, _CHAIN_POSITIONS = 65, (0.45, 0.85, 1.0)
 _GRAPH_LENGTH, _GRAPH_POSITIONS = 98, (0.33, 0.55, 0.67, 1.0)
 
 
-@dataclass(frozen=True)
-class SummaryRow:
+class SummaryRow(NamedTuple):
     """One row of the table: a module (all its calls), a functional op or a model input."""
 
     name: str
@@ -349,7 +348,8 @@ def _summarize(
         args, kwargs = example
         tracer = Tracer(model, in_shapes=False)
         tracer.add_inputs(args, kwargs)
-        with kept_modes(model), tracer.tracing(arm=False), tracer.root_forward():
+        modules: list[nn.Module] | None = tracer.modules
+        with kept_modes(model, modules), tracer.tracing(arm=False), tracer.root_forward():
             try:
                 stats = _run_torchinfo(model, dict(kwargs) if kwargs else list(args))
             except Exception as exc:
@@ -362,6 +362,7 @@ def _summarize(
             rows = [r for r in rows if not (r.type_name == "Input" and r.params == 0)]
     else:
         stats = _run_torchinfo(model, None)
+        modules = None
         chain = True
         rows = _static_rows(stats, model, limit)
 
@@ -400,7 +401,7 @@ def _summarize(
     if not rows:
         lines.append("=" * width)
 
-    totals = _totals(model)
+    totals = _totals(model, modules)
     footer = [
         f"Total params: {totals['total']:,} ({readable_size(totals['bytes'])})",
         f"Trainable params: {totals['trainable']:,} ({readable_size(totals['trainable_bytes'])})",
@@ -439,14 +440,14 @@ def _summarize(
     )
 
 
-def _totals(model: nn.Module) -> dict[str, int]:
+def _totals(model: nn.Module, modules: list[nn.Module] | None) -> dict[str, int]:
     # Each Parameter counts once, however many modules share it (model.parameters() does
     # the same, but hashing tensors through Python is slow on models with 1,000s of them).
     out = dict.fromkeys(
         ("total", "trainable", "bytes", "trainable_bytes", "buffers", "buffer_bytes", "lazy"), 0
     )
     seen: set[int] = set()
-    for module in model.modules():
+    for module in model.modules() if modules is None else modules:
         for p in module._parameters.values():
             if p is None or id(p) in seen:
                 continue

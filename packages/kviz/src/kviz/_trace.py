@@ -199,7 +199,9 @@ class Tracer:
         self._handles: list[RemovableHandle] = []
         self._armed = False
         any_ops_body = False
+        self.modules: list[nn.Module] = []  # every module of the model, once
         for name, module in model.named_modules():
+            self.modules.append(module)
             atomic = not any(child is not None for child in module._modules.values())
             ops_body = not atomic and not _is_plain_sequential(module)
             any_ops_body = any_ops_body or ops_body
@@ -413,7 +415,7 @@ class Tracer:
         if not self._any_ops_body:
             return  # nothing but leaf layers and nn.Sequential: no op ever needs seeing
         model = self.trace.model
-        for module in model.modules():
+        for module in self.modules:
             info = self._mods[id(module)]
             if module is model:
                 if root and info.ops_body:

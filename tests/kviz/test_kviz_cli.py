@@ -1,0 +1,126 @@
+"""The command line, run as a real subprocess: `python -m kviz summary|plot MODULE:FACTORY`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "kviz", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_summary_command() -> None:
+    proc = run("summary", "_models_kviz:make_cnn", "--input-size", "1,3,32,32")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == 'Model: "SmallCNN"'
+    assert any(line.startswith("conv1 (Conv2d)") and "[1, 8, 32, 32]" in line for line in lines)
+    assert "Total params: 11,658 (45.54 KB)" in lines
+
+
+def test_summary_command_options_and_two_inputs() -> None:
+    proc = run(
+        "summary", "_models_kviz:TwoInputLSTM", "--input-size", "2,6", "--input-size", "2,5",
+        "--dtypes", "int64,float32", "--line-length", "120", "--show-trainable",
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "Connected to" in lines[2] and "Trainable" in lines[2]
+    assert max(len(line) for line in lines) <= 120
+    assert any(line.startswith("cat (torch.cat)") for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot not installed")
+def test_plot_command(tmp_path: Path) -> None:
+    out = tmp_path / "model.png"
+    proc = run(
+        "plot", "_models_kviz:ResidualBlock", "-o", str(out), "--input-size", "1,8,4,4",
+        "--show-shapes", "--rankdir", "LR",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"wrote {out}"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_command_dot_from_the_current_folder(tmp_path: Path) -> None:
+    (tmp_path / "mymodels.py").write_text(
+        "from torch import nn\nnet = nn.Sequential(nn.Linear(3, 4), nn.Tanh())\n"
+    )
+    proc = run("plot", "mymodels:net", "-o", "net.dot", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "net.dot").read_text()
+    assert "0: Linear" in text and "1: Tanh" in text
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    proc = run("summary", "_models_kviz:missing", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "has no attribute 'missing'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("summary", "nocolon"), "MODULE:FACTORY"),
+        (("summary", "no_such_module_kviz:x"), "cannot import module"),
+        (("summary", "_models_kviz:annotations"), "neither an nn.Module nor callable"),
+        (("summary", "_models_kviz:deep_chain.__name__"), "neither an nn.Module nor callable"),
+        (("summary", "_models_kviz:chain3", "--input-size", "1,a"), "not a shape"),
+        (("summary", "_models_kviz:chain3", "--dtypes", "float99"), "not a torch dtype"),
+        (("plot", "_models_kviz:chain3", "-o", "m.bmpx"), "unknown format"),
+        (("summary", "_models_kviz:chain3", "--positions", "1,2"), "positions must give 3"),
+    ],
+)
+def test_usage_errors_in_process(
+    args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Same entry point as `python -m kviz`, without paying a process start per case.
+    from kviz._cli import main
+
+    try:
+        status = main(list(args))
+    except SystemExit as exc:  # argparse's own exit
+        status = int(exc.code or 0)
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_factory_returning_something_else(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kviz._cli import main
+
+    (tmp_path / "notamodel_kviz.py").write_text("def make():\n    return 42\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["summary", "notamodel_kviz:make"])
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("notamodel_kviz", None)
+    assert info.value.code == 2
+    assert "returned int, not a torch.nn.Module" in capsys.readouterr().err
+
+
+def test_forward_failure_exits_1() -> None:
+    proc = run("summary", "_models_kviz:make_cnn", "--input-size", "1,5")
+    assert proc.returncode == 1
+    assert "kviz: error: the forward pass of SmallCNN failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
