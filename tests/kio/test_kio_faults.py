@@ -258,3 +258,12 @@ def test_custom_session_and_headers(server: FaultServer, box: Sandbox) -> None:
     assert kio.validate_file(
         os.path.join(str(box.cache), "datasets", "auth.bin"), sha256(b"secret")
     )
+
+
+def test_500_then_404_counts_both_attempts(server: FaultServer, box: Sandbox) -> None:
+    url = server.add("/flip.bin", b"x")
+    server.fault("/flip.bin", ERROR_500, NOT_FOUND)
+    with pytest.raises(DownloadError) as info:
+        get_file("flip.bin", url, cache_dir=box.cache, **FAST)
+    assert info.value.status == 404 and info.value.attempts == 2
+    assert "HTTP status 404; 2 attempts" in str(info.value)

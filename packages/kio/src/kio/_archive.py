@@ -15,7 +15,6 @@ extraction leaves nothing that looks complete.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import posixpath
 import shutil
@@ -138,17 +137,17 @@ class _TarGuard:
             self.links_written = True
         # As tarfile's "data" filter: no owners (we may run as root), no set-id/sticky
         # bits, no group/other write; files stay readable and writable by their owner.
-        clean = copy.copy(member)
-        clean.uid = clean.gid = 0
-        clean.uname = clean.gname = ""
+        # The member belongs to our own TarFile object, so it is changed in place.
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
         if not member.issym():
             mode = member.mode & 0o755
             if member.isreg() or member.islnk():
                 mode |= 0o600
             elif member.isdir():
                 mode |= 0o700
-            clean.mode = mode
-        return clean
+            member.mode = mode
+        return member
 
 
 def _tar_members(archive: tarfile.TarFile, guard: _TarGuard) -> Iterator[tarfile.TarInfo]:

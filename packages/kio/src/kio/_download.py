@@ -62,6 +62,15 @@ class _Retryable(Exception):
         self.status = status
 
 
+class _Fatal(Exception):
+    """A failure that retrying cannot fix (4xx, TLS, a malformed request)."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
 class _Restart(Exception):
     """The partial file cannot be resumed: start over at once (not a failure)."""
 
@@ -173,6 +182,9 @@ class _HttpFetch:
                 attempts += 1
                 try:
                     return self._attempt(session, meta)
+                except _Fatal as fatal:
+                    status = fatal.status if fatal.status is not None else last_status
+                    raise self._error(fatal.reason, status, attempts) from None
                 except _Restart:
                     self._discard()
                     meta = {}
@@ -251,11 +263,11 @@ class _HttpFetch:
             )
         except requests.exceptions.SSLError as exc:
             # A certificate problem does not fix itself: fail at once.
-            raise self._error(f"SSL error: {exc}", None, 1) from None
+            raise _Fatal(f"SSL error: {exc}", None) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         except requests.RequestException as exc:
-            raise self._error(f"{type(exc).__name__}: {exc}", None, 1) from None
+            raise _Fatal(f"{type(exc).__name__}: {exc}", None) from None
         with response:
             return self._receive(response, offset, meta)
 
@@ -270,9 +282,9 @@ class _HttpFetch:
         if status >= 400:
             if status in (404, 410):
                 self._discard()
-            raise self._error(f"HTTP {status} {response.reason}", status, 1)
+            raise _Fatal(f"HTTP {status} {response.reason}", status)
         if status not in (200, 206):
-            raise self._error(f"unexpected HTTP {status} {response.reason}", status, 1)
+            raise _Fatal(f"unexpected HTTP {status} {response.reason}", status)
 
         etag = response.headers.get("ETag")
         modified = response.headers.get("Last-Modified")

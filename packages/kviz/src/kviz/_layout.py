@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from torch import nn
 
@@ -18,8 +19,7 @@ from ._trace import INPUT, MODULE, Node, Trace
 __all__ = ["Edge", "Layout", "layout", "resolve_depth"]
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
     """A tensor flowing from output ``pos`` of node ``src`` into node ``dst``."""
 
     src: int
@@ -115,7 +115,10 @@ def layout(trace: Trace, limit: float) -> Layout:
             continue  # its contents carry its edges
         dst = rep[node.idx]
         for src_idx, src_pos in node.inputs:
-            src, pos = source(src_idx, src_pos)
+            if rep[src_idx] == src_idx and not expanded[src_idx]:
+                src, pos = src_idx, src_pos  # the common case, without a call
+            else:
+                src, pos = source(src_idx, src_pos)
             if src == dst or expanded[src]:
                 continue
             key = (src, dst, pos)

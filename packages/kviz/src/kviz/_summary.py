@@ -82,7 +82,7 @@ def format_shape(shape: Any) -> str:
     if shape is None:
         return "?"
     if isinstance(shape, tuple):
-        return "[" + ", ".join(str(d) for d in shape) + "]"
+        return "[" + ", ".join(map(str, shape)) + "]"
     parts: list[str] = []
 
     def flat(s: Any) -> None:
@@ -137,64 +137,64 @@ def _params_of(
     return _count(module, recurse=whole)
 
 
-def _traced_rows(lay: Layout, infos: dict[int, list[Any]], model: nn.Module) -> list[SummaryRow]:
+def _traced_rows(
+    lay: Layout, infos: dict[int, list[Any]], model: nn.Module, links: bool
+) -> list[SummaryRow]:
     nodes = lay.trace.nodes
+    owners = lay.owner
+    root_label = type(model).__name__.lower()
     into: dict[int, list[Edge]] = {}
-    for e in lay.edges:
-        into.setdefault(e.dst, []).append(e)
+    if links:
+        for e in lay.edges:
+            into.setdefault(e.dst, []).append(e)
     level: dict[int, int] = {}
-    items = sorted(lay.owner)
-    for idx in items:
-        owner = lay.owner[idx]
-        level[idx] = level.get(owner, -1) + 1 if owner >= 0 else 0
     groups: dict[Any, list[Node]] = {}
-    order: list[Any] = []
-    for idx in items:
+    for idx in sorted(owners):
+        owner = owners[idx]
+        level[idx] = level[owner] + 1 if owner >= 0 else 0
         node = nodes[idx]
-        key: Any = id(node.module) if node.kind == MODULE else ("node", idx)
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        groups[key].append(node)
-
-    def label(node: Node) -> str:
-        return node.name or type(model).__name__.lower()
+        key: Any = id(node.module) if node.kind == MODULE else ~idx
+        calls = groups.get(key)
+        if calls is None:
+            groups[key] = [node]
+        else:
+            calls.append(node)
 
     rows = []
-    called: set[int] = set()
-    for key in order:
-        calls = groups[key]
+    clusters = lay.clusters
+    for calls in groups.values():
         first = calls[0]
         if len(calls) == 1:
             shape = format_shape(first.out_shapes)
         else:
             shapes = {format_shape(n.out_shapes) for n in calls}
             shape = shapes.pop() if len(shapes) == 1 else "multiple"
-        if first.kind == MODULE and first.module is not None:
-            expanded = first.idx in lay.clusters
-            params, trainable = _params_of(first.module, infos, whole=not expanded)
-            called.add(id(first.module))
+        if first.module is not None and first.kind == MODULE:
+            params, trainable = _params_of(
+                first.module, infos, whole=first.idx not in clusters
+            )
         else:
             params, trainable = 0, 0
-        links = []
-        for n in calls:
-            for e in into.get(n.idx, []):
-                src = nodes[e.src]
-                links.append(f"{label(src)}[{src.call_index}][{e.pos}]")
+        connected: list[str] = []
+        if links:
+            for n in calls:
+                for e in into.get(n.idx, ()):
+                    src = nodes[e.src]
+                    connected.append(f"{src.name or root_label}[{src.call_index}][{e.pos}]")
         rows.append(
             SummaryRow(
-                label(first),
+                first.name or root_label,
                 first.type_name,
                 shape,
                 params,
                 _trainable(params, trainable),
-                tuple(links),
+                tuple(connected),
                 level[first.idx],
             )
         )
     # Modules the forward pass never reached still own parameters: list them so the
     # Param # column adds up to the totals.
-    called.update(id(node.module) for node in nodes if node.module is not None)
+    called = {id(node.module) for node in nodes if node.module is not None}
     for name, child in model.named_children():
         if id(child) not in called and not any(id(m) in called for m in child.modules()):
             params, trainable = _count(child, recurse=True)
@@ -357,7 +357,7 @@ def _summarize(
                 raise forward_error(model, example, cause) from cause
         lay = layout(tracer.trace, limit)
         chain = lay.is_chain()
-        rows = _traced_rows(lay, _layer_infos(stats), model)
+        rows = _traced_rows(lay, _layer_infos(stats), model, links=not chain)
         if chain:
             rows = [r for r in rows if not (r.type_name == "Input" and r.params == 0)]
     else:
@@ -442,30 +442,38 @@ def _summarize(
 
 def _totals(model: nn.Module, modules: list[nn.Module] | None) -> dict[str, int]:
     # Each Parameter counts once, however many modules share it (model.parameters() does
-    # the same, but hashing tensors through Python is slow on models with 1,000s of them).
-    out = dict.fromkeys(
-        ("total", "trainable", "bytes", "trainable_bytes", "buffers", "buffer_bytes", "lazy"), 0
-    )
+    # the same, but through a slower path that matters on models with 1,000s of them).
     seen: set[int] = set()
+    parameter = nn.Parameter
+    total = trainable = size = trainable_size = lazy = buffers = buffer_size = 0
     for module in model.modules() if modules is None else modules:
         for p in module._parameters.values():
             if p is None or id(p) in seen:
                 continue
             seen.add(id(p))
-            if is_lazy(p):
-                out["lazy"] += 1
+            if type(p) is not parameter and is_lazy(p):
+                lazy += 1
                 continue
             n = p.numel()
-            size = n * p.element_size()
-            out["total"] += n
-            out["bytes"] += size
+            nbytes = p.nbytes
+            total += n
+            size += nbytes
             if p.requires_grad:
-                out["trainable"] += n
-                out["trainable_bytes"] += size
-        for b in module._buffers.values():
-            if b is None or id(b) in seen or is_lazy(b):
-                continue
-            seen.add(id(b))
-            out["buffers"] += b.numel()
-            out["buffer_bytes"] += b.numel() * b.element_size()
-    return out
+                trainable += n
+                trainable_size += nbytes
+        if module._buffers:
+            for b in module._buffers.values():
+                if b is None or id(b) in seen or is_lazy(b):
+                    continue
+                seen.add(id(b))
+                buffers += b.numel()
+                buffer_size += b.nbytes
+    return {
+        "total": total,
+        "trainable": trainable,
+        "bytes": size,
+        "trainable_bytes": trainable_size,
+        "buffers": buffers,
+        "buffer_bytes": buffer_size,
+        "lazy": lazy,
+    }
