@@ -38,8 +38,17 @@ def test_summary_command() -> None:
 
 def test_summary_command_options_and_two_inputs() -> None:
     proc = run(
-        "summary", "_models_kviz:TwoInputLSTM", "--input-size", "2,6", "--input-size", "2,5",
-        "--dtypes", "int64,float32", "--line-length", "120", "--show-trainable",
+        "summary",
+        "_models_kviz:TwoInputLSTM",
+        "--input-size",
+        "2,6",
+        "--input-size",
+        "2,5",
+        "--dtypes",
+        "int64,float32",
+        "--line-length",
+        "120",
+        "--show-trainable",
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -52,8 +61,15 @@ def test_summary_command_options_and_two_inputs() -> None:
 def test_plot_command(tmp_path: Path) -> None:
     out = tmp_path / "model.png"
     proc = run(
-        "plot", "_models_kviz:ResidualBlock", "-o", str(out), "--input-size", "1,8,4,4",
-        "--show-shapes", "--rankdir", "LR",
+        "plot",
+        "_models_kviz:ResidualBlock",
+        "-o",
+        str(out),
+        "--input-size",
+        "1,8,4,4",
+        "--show-shapes",
+        "--rankdir",
+        "LR",
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"wrote {out}"
@@ -104,7 +120,9 @@ def test_usage_errors_in_process(
     assert message in capsys.readouterr().err
 
 
-def test_factory_returning_something_else(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_factory_returning_something_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kviz._cli import main
 
     (tmp_path / "notamodel_kviz.py").write_text("def make():\n    return 42\n")

@@ -74,7 +74,9 @@ def test_residual_block_has_its_skip_edge() -> None:
 
 
 def test_two_inputs_merge_into_cat() -> None:
-    dot = model_to_dot(TwoInputLSTM(), input_size=[(2, 7), (2, 5)], dtypes=[torch.long, torch.float])
+    dot = model_to_dot(
+        TwoInputLSTM(), input_size=[(2, 7), (2, 5)], dtypes=[torch.long, torch.float]
+    )
     labels, edges, _ = graph(dot)
     tokens, features = by_label(labels, "tokens: Input"), by_label(labels, "features: Input")
     cat = by_label(labels, "cat: torch.cat")

@@ -133,9 +133,7 @@ def test_two_inputs_dict_and_list_input_data() -> None:
 
 
 def test_input_size_with_dtypes_for_two_inputs() -> None:
-    result = quiet(
-        TwoInputLSTM(), input_size=[(3, 4), (3, 5)], dtypes=[torch.long, torch.float32]
-    )
+    result = quiet(TwoInputLSTM(), input_size=[(3, 4), (3, 5)], dtypes=[torch.long, torch.float32])
     assert row(result, "tokens").output_shape == "[3, 4]"
     assert row(result, "embed").output_shape == "[3, 4, 16]"
 
@@ -247,7 +245,7 @@ def test_bad_arguments(kwargs: dict[str, object], error: type, match: str) -> No
 
 
 def test_not_a_module() -> None:
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         print_summary("model")  # type: ignore[arg-type]
 
 

@@ -100,7 +100,7 @@ def write_random(path: str, size: int) -> str:
 def bench_download(work: str, quick: bool) -> list[Comparison]:
     import requests
 
-    size = (32 if quick else 256) * MiB
+    size = (64 if quick else 256) * MiB
     served = os.path.join(work, "served")
     os.makedirs(served)
     digest = write_random(os.path.join(served, "blob.bin"), size)

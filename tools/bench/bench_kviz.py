@@ -10,19 +10,18 @@ mode on the 1,000-layer chain (checked, printed).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from _common import Comparison, compare, print_header  # noqa: E402
+import torch
+from _common import Comparison, compare, print_header
+from torch import nn
 
 
 class Bottleneck(nn.Module):
@@ -60,7 +59,7 @@ class ResNet50(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         inp, stages = 64, []
-        for i, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
+        for i, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512), strict=True)):
             blocks = []
             for j in range(n):
                 blocks.append(Bottleneck(inp, planes, 2 if j == 0 and i > 0 else 1))
@@ -97,6 +96,23 @@ def main(quick: bool = False) -> list[Comparison]:
         torchview = None
 
     print_header("kviz: print_summary vs torchinfo.summary, graph building vs torchview")
+    # One intra-op thread: what is measured is the per-module bookkeeping around the same
+    # forward pass, and a single thread keeps the forward itself steady on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(quick, torchinfo, torchview, model_to_dot, print_summary)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    quick: bool,
+    torchinfo: Any,
+    torchview: Any,
+    model_to_dot: Callable[..., str],
+    print_summary: Callable[..., object],
+) -> list[Comparison]:
     torch.manual_seed(0)
     chain = nn.Sequential(*[nn.Linear(64, 64) for _ in range(1000)])
     resnet = ResNet50()
@@ -105,9 +121,14 @@ def main(quick: bool = False) -> list[Comparison]:
         ("1,000 x Linear(64, 64)", chain, (1, 64)),
         (f"ResNet-50 (25.6M params), 1x3x{side}x{side}", resnet, (1, 3, side, side)),
     ]
-    repeat = 3 if quick else 7
+    repeat = 5 if quick else 15
     results: list[Comparison] = []
     for label, model, size in cases:
+        # Warm-up: the first passes pay for oneDNN kernel creation and page faults.
+        with torch.no_grad():
+            for _ in range(2):
+                model.eval()(torch.rand(size))
+        _quiet(lambda m=model, s=size: print_summary(m, input_size=s))()
         results.append(
             compare(
                 f"print_summary, {label}",
@@ -135,7 +156,9 @@ def main(quick: bool = False) -> list[Comparison]:
                     lambda m=model, s=size: model_to_dot(
                         m, show_shapes=True, expand_nested=True, input_size=s
                     ),
-                    lambda m=model, s=size: torchview.draw_graph(m, input_size=s).visual_graph.source,
+                    lambda m=model, s=size: (
+                        torchview.draw_graph(m, input_size=s).visual_graph.source
+                    ),
                     "torchview.draw_graph",
                     repeat=repeat,
                     goal=1.0,
@@ -182,7 +205,6 @@ def main(quick: bool = False) -> list[Comparison]:
             repeat=repeat,
         )
     )
-    _ = io
     return results
 
 

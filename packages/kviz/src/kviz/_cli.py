@@ -18,7 +18,7 @@ from ._plot import plot_model
 from ._render import GraphvizNotFoundError
 from ._summary import print_summary
 
-__all__ = ["load_model", "main"]
+__all__ = ["load_model", "main", "main_exit"]
 
 
 class CliError(Exception):
@@ -166,3 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kviz: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main_exit() -> None:
+    """Console-script entry point (``kviz summary ...``)."""
+    sys.exit(main())

@@ -6,9 +6,9 @@ Writes are atomic: the output appears complete under its name or not at all.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
-import secrets
 from pathlib import Path
 
 __all__ = ["FORMATS", "GraphvizNotFoundError", "file_format", "render"]

@@ -126,15 +126,15 @@ def _layer_infos(stats: Any) -> dict[int, list[Any]]:
 def _params_of(
     module: nn.Module, infos: dict[int, list[Any]], whole: bool
 ) -> tuple[int | None, int]:
-    """(params, trainable) of a row: torchinfo's count when it has one, else our own."""
-    for info in infos.get(id(module), []):
+    """(params, trainable) of a row: a layer's whole count (torchinfo's, which knows about
+    pruning masks, when it has one), or a heading row's own parameters only."""
+    if not whole:
+        return _count(module, recurse=False)
+    for info in infos.get(id(module), ()):
         if info.contains_lazy_param and any(is_lazy(p) for p in module.parameters()):
             return None, 0
-        if whole or info.is_leaf_layer:
-            return int(info.num_params), int(info.trainable_params)
-        if info.children or not any(True for _ in module.children()):
-            return int(info.leftover_params()), int(info.leftover_trainable_params())
-    return _count(module, recurse=whole)
+        return int(info.num_params), int(info.trainable_params)
+    return _count(module, recurse=True)
 
 
 def _traced_rows(
@@ -170,9 +170,7 @@ def _traced_rows(
             shapes = {format_shape(n.out_shapes) for n in calls}
             shape = shapes.pop() if len(shapes) == 1 else "multiple"
         if first.module is not None and first.kind == MODULE:
-            params, trainable = _params_of(
-                first.module, infos, whole=first.idx not in clusters
-            )
+            params, trainable = _params_of(first.module, infos, whole=first.idx not in clusters)
         else:
             params, trainable = 0, 0
         connected: list[str] = []
