@@ -46,7 +46,9 @@ def make_glyphs(path: Path, n_train: int = 6000, n_test: int = 1000, seed: int =
         images = glyphs[labels].astype(np.float32)
         for axis in (1, 2):
             shifts = rng.integers(-2, 3, n)
-            images = np.stack([np.roll(im, s, axis=axis - 1) for im, s in zip(images, shifts)])
+            images = np.stack(
+                [np.roll(im, s, axis=axis - 1) for im, s in zip(images, shifts, strict=True)]
+            )
         images = images * 200 + rng.normal(0, 40, images.shape)
         return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
@@ -149,12 +151,14 @@ def main() -> None:
         kviz.print_summary(template, input_size=(64, 1, SIDE, SIDE))
         diagram = out / "model.png"
         try:
-            kviz.plot_model(template, to_file=str(diagram), show_shapes=True,
-                            input_size=(64, 1, SIDE, SIDE))
+            kviz.plot_model(
+                template, to_file=str(diagram), show_shapes=True, input_size=(64, 1, SIDE, SIDE)
+            )
         except kviz.GraphvizNotFoundError as error:
             diagram = out / "model.dot"
-            kviz.plot_model(template, to_file=str(diagram), show_shapes=True,
-                            input_size=(64, 1, SIDE, SIDE))
+            kviz.plot_model(
+                template, to_file=str(diagram), show_shapes=True, input_size=(64, 1, SIDE, SIDE)
+            )
             print(f"   ({error}; wrote the DOT source instead)")
         print(f"   diagram: {diagram}")
 
@@ -168,14 +172,17 @@ def main() -> None:
 
         print(f"\n== 5. kdata: a Sequence through {args.workers} worker processes")
         train = kdata.SequenceLoader(
-            GlyphSequence(x_train, y_train, batch_size=64), num_workers=args.workers,
+            GlyphSequence(x_train, y_train, batch_size=64),
+            num_workers=args.workers,
             persistent_workers=args.workers > 0,
         )
         test = kdata.SequenceLoader(GlyphSequence(x_test, y_test, batch_size=256))
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
         loss_fn = nn.CrossEntropyLoss()
-        print(f"   before training: test accuracy {evaluate(template, test):.1%} "
-              f"(chance {1 / CLASSES:.0%})")
+        print(
+            f"   before training: test accuracy {evaluate(template, test):.1%} "
+            f"(chance {1 / CLASSES:.0%})"
+        )
         for epoch in range(1, args.epochs + 1):
             model.train()
             t0, seen, total_loss = time.perf_counter(), 0, 0.0
@@ -187,13 +194,17 @@ def main() -> None:
                 seen += len(y)
                 total_loss += loss.item() * len(y)
             accuracy = evaluate(template, test)
-            print(f"   epoch {epoch}/{args.epochs}: loss {total_loss / seen:.3f}, "
-                  f"test accuracy {accuracy:.1%}, {seen / (time.perf_counter() - t0):,.0f} "
-                  f"images/s")
+            print(
+                f"   epoch {epoch}/{args.epochs}: loss {total_loss / seen:.3f}, "
+                f"test accuracy {accuracy:.1%}, {seen / (time.perf_counter() - t0):,.0f} "
+                f"images/s"
+            )
 
     torch.save(template.state_dict(), out / "glyphs-cnn.pt")  # the template holds the weights
-    print(f"\nDone in {time.perf_counter() - started:.1f} s: test accuracy {accuracy:.1%} "
-          f"against {1 / CLASSES:.0%} for chance. Outputs in {out}")
+    print(
+        f"\nDone in {time.perf_counter() - started:.1f} s: test accuracy {accuracy:.1%} "
+        f"against {1 / CLASSES:.0%} for chance. Outputs in {out}"
+    )
     if accuracy < 3 / CLASSES:
         raise SystemExit("the model did not learn: accuracy is too close to chance")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import pickle
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +18,7 @@ from kdata._h5file import (
     inspect_dataset,
     open_checked,
 )
+from kdata._order import _as_int
 from kdata._rows import RowPlan, plan_rows, split_key
 
 __all__ = ["HDF5Matrix", "HDF5Dataset", "BatchRows"]
@@ -35,18 +35,9 @@ class BatchRows(list[Any]):
     batch: Any
 
 
-def _check_bound(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
-
-
 def _view_bounds(start: Any, end: Any, rows: int, what: str) -> tuple[int, int]:
-    start = _check_bound(start, "start")
-    end = rows if end is None else _check_bound(end, "end")
+    start = _as_int(start, "start")
+    end = rows if end is None else _as_int(end, "end")
     if start < 0:
         raise ValueError(f"start must be >= 0, got start={start} for {what}")
     if end > rows:
@@ -273,7 +264,7 @@ class HDF5Matrix(Dataset[Any]):
 def _cache_size(value: int | None) -> int | None:
     if value is None:
         return None
-    value = _check_bound(value, "chunk_cache_bytes")
+    value = _as_int(value, "chunk_cache_bytes")
     if value < 0:
         raise ValueError(f"chunk_cache_bytes must be >= 0, got {value}")
     return value

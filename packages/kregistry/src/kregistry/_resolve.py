@@ -35,9 +35,7 @@ class UnknownObjectError(ValueError, LookupError):
 _MISSING = object()
 
 
-def _lookup(
-    name: str, namespace: str | None, extra: tuple[Mapping[str, Any] | None, ...]
-) -> Any:
+def _lookup(name: str, namespace: str | None, extra: tuple[Mapping[str, Any] | None, ...]) -> Any:
     objects = current_layer().objects
     obj = objects.get(name, _MISSING)
     if obj is _MISSING and namespace is not None:
