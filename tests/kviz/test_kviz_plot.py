@@ -289,3 +289,40 @@ def test_dot_file_is_written_atomically(tmp_path: Path) -> None:
     plot_model(chain3(), target)
     assert target.read_text().startswith("digraph")
     assert os.listdir(tmp_path) == ["m.gv"]
+
+
+def test_nested_sequential_without_input() -> None:
+    model = nn.Sequential(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), nn.Linear(4, 1))
+    flat = model_to_dot(model)
+    labels, edges, _ = graph(flat)
+    assert sorted(labels.values()) == ["0: Sequential", "1: Linear", "input: Input"]
+    assert len(edges) == 2
+    nested = model_to_dot(model, expand_nested=True)
+    assert 'label="0: Sequential"' in nested
+    labels, edges, _ = graph(nested)
+    names = {v.split(":")[0]: k for k, v in labels.items()}
+    assert edges == [
+        (names["input"], names["0.0"]),
+        (names["0.0"], names["0.1"]),
+        (names["0.1"], names["1"]),
+    ]
+
+
+def test_in_place_and_reflected_operators_are_named_like_torch() -> None:
+    class Ops(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(2, 2)
+            self.b = nn.Linear(2, 2)
+            self.c = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.a(x)
+            out += self.b(x)  # in place: Tensor.__iadd__
+            return torch.cat([out, self.c(x)], 1) @ torch.ones(4, 1)
+
+    labels, edges, _ = graph(model_to_dot(Ops(), input_size=(1, 2)))
+    add = by_label(labels, "add_: Tensor.add_")
+    cat = by_label(labels, "cat: torch.cat")
+    assert {(by_label(labels, "a:"), add), (by_label(labels, "b:"), add)} <= set(edges)
+    assert {(add, cat), (by_label(labels, "c:"), cat)} <= set(edges)

@@ -354,3 +354,70 @@ def test_multihead_attention_is_one_layer() -> None:
     assert names == ["x", "attn", "add", "norm"]
     assert row(result, "attn").params == 4 * 8 * 8 + 4 * 8
     assert re.match(r"\[1, 5, 8\], \[1, 5, 5\]", row(result, "attn").output_shape)
+
+
+def test_device_argument() -> None:
+    result = quiet(chain3(), input_data=torch.rand(2, 4), device="cpu")
+    assert result.rows[0].output_shape == "[2, 8]"
+    with pytest.raises(ValueError, match="device"):
+        print_summary(chain3(), input_data=torch.rand(2, 4), device="nonsense:0")
+
+
+def test_two_threads_summarize_at_once() -> None:
+    # The hooks are process-wide; each trace keeps to its own thread's calls.
+    import threading
+
+    results: dict[str, ModelSummary] = {}
+    errors: list[BaseException] = []
+    jobs = {
+        "res": (ResidualBlock(), {"input_size": (1, 8, 4, 4)}),
+        "lstm": (
+            TwoInputLSTM(),
+            {"input_size": [(1, 3), (1, 5)], "dtypes": [torch.long, torch.float32]},
+        ),
+    }
+
+    def work(name: str) -> None:
+        model, kwargs = jobs[name]
+        try:
+            for _ in range(5):
+                results[name] = quiet(model, **kwargs)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [r.name for r in results["res"].rows] == ["x", "conv1", "bn1", "conv2", "bn2", "add"]
+    assert row(results["lstm"], "cat").connected_to == ("lstm[0][0]", "meta[0][0]")
+
+
+def test_a_models_own_function_mode_is_left_alone() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    seen: list[str] = []
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            seen.append(getattr(func, "__name__", "?"))
+            return func(*args, **(kwargs or {}))
+
+    class WithMode(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+            self.b = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with Count():
+                h = self.a(x)
+                y = self.b(h) + h
+            return y * 2
+
+    result = quiet(WithMode(), input_size=(1, 3))
+    assert "linear" in seen and "add" in seen  # the model's mode saw its calls
+    assert row(result, "add").connected_to == ("b[0][0]", "a[0][0]")
+    assert torch._C._len_torch_function_stack() == 0

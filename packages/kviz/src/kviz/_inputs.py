@@ -118,7 +118,10 @@ def build_inputs(input_size: Any, input_data: Any, dtypes: Any, device: Any) -> 
         return None
     if dtypes is not None:
         raise ValueError("dtypes applies to input_size; input_data carries its own dtypes")
-    data = move(input_data, dev) if dev is not None else input_data
+    try:
+        data = move(input_data, dev) if dev is not None else input_data
+    except RuntimeError as exc:
+        raise ValueError(f"cannot move input_data to device={device!r}: {exc}") from None
     if isinstance(data, torch.Tensor):
         return (data,), {}
     if isinstance(data, Mapping):

@@ -59,7 +59,7 @@ class Layout:
             sources = into.get(idx, [])
             if out_degree.get(idx, 0) > 1 or len(sources) > 1:
                 return False
-            if i > 0 and sources and sources[0] != order[i - 1]:
+            if i > 0 and (not sources or sources[0] != order[i - 1]):
                 return False
         return True
 

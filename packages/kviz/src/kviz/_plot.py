@@ -54,7 +54,7 @@ def model_to_dot(
     Example:
         >>> from torch import nn
         >>> text = model_to_dot(nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
-        >>> text.count("->")
+        >>> text.count(" -> ")  # input -> 0 -> 1
         2
     """
     _check(model, rankdir, dpi, graph, depth)
@@ -68,13 +68,14 @@ def model_to_dot(
     with gc_paused():
         if example is not None:
             trace = trace_model(model, example)
-        elif type(model).forward is nn.Sequential.forward:
+        elif type(model).forward is nn.Sequential.forward or not any(model.children()):
             trace = static_trace(model)
         else:
             raise ValueError(
                 f"plot_model needs an example input to follow the tensors through "
                 f"{type(model).__name__}.forward: give input_size (e.g. (1, 3, 32, 32)) or "
-                f"input_data (only a plain nn.Sequential can be drawn without one)"
+                f"input_data (only a plain nn.Sequential or a single layer can be drawn "
+                f"without one)"
             )
         lay = layout(trace, resolve_depth(depth, expand_nested))
         return layout_to_dot(
@@ -137,8 +138,11 @@ def plot_model(
         FileNotFoundError: the folder of ``to_file`` does not exist.
 
     Example:
+        >>> import os, tempfile
         >>> from torch import nn
-        >>> plot_model(nn.Sequential(nn.Linear(4, 2)), to_file="m.dot")  # doctest: +SKIP
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.dot")  # .png needs Graphviz
+        >>> plot_model(nn.Sequential(nn.Linear(4, 2)), to_file=path) is None
+        True
     """
     fmt = file_format(to_file)
     source = model_to_dot(

@@ -14,7 +14,7 @@ from ._forward import forward_error, gc_paused, kept_modes
 from ._inputs import ExampleInput, build_inputs
 from ._layout import Edge, Layout, layout, resolve_depth
 from ._table import columns, format_row, wrap
-from ._trace import MODULE, Node, Tracer
+from ._trace import INPUT, MODULE, Node, Tracer
 
 __all__ = ["ModelSummary", "SummaryRow", "format_shape", "print_summary", "readable_size"]
 
@@ -153,6 +153,8 @@ def _traced_rows(
         owner = owners[idx]
         level[idx] = level[owner] + 1 if owner >= 0 else 0
         node = nodes[idx]
+        if node.kind == INPUT and not links:
+            continue  # a chain's table starts at its first layer, as Keras's Sequential
         key: Any = id(node.module) if node.kind == MODULE else ~idx
         calls = groups.get(key)
         if calls is None:
@@ -315,10 +317,10 @@ def print_summary(
 
     Example:
         >>> from torch import nn
-        >>> s = print_summary(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), input_size=(1, 4))
-        ... # doctest: +SKIP
-        >>> s.total_params
-        40
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        >>> s = print_summary(model, input_size=(1, 4), print_fn=lambda line: None)
+        >>> s.total_params, s.rows[0].output_shape
+        (40, '[1, 8]')
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -341,7 +343,7 @@ def _summarize(
     limit: float,
     show_trainable: bool,
 ) -> ModelSummary:
-
+    """The work of print_summary once its arguments are checked."""
     if example is not None:
         args, kwargs = example
         tracer = Tracer(model, in_shapes=False)
@@ -356,8 +358,6 @@ def _summarize(
         lay = layout(tracer.trace, limit)
         chain = lay.is_chain()
         rows = _traced_rows(lay, _layer_infos(stats), model, links=not chain)
-        if chain:
-            rows = [r for r in rows if not (r.type_name == "Input" and r.params == 0)]
     else:
         stats = _run_torchinfo(model, None)
         modules = None

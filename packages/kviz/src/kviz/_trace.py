@@ -133,6 +133,19 @@ def shape_of(obj: Any, _depth: int = 0) -> Shape:
     return None
 
 
+_UNKNOWN = object()
+_STACK_LEN = getattr(torch._C, "_len_torch_function_stack", None)
+_STACK_AT = getattr(torch._C, "_get_function_stack_at", None)
+
+
+def _top_mode() -> object:
+    """The innermost active TorchFunctionMode (``_UNKNOWN`` if torch cannot say)."""
+    if _STACK_LEN is None or _STACK_AT is None:
+        return _UNKNOWN
+    n = _STACK_LEN()
+    return _STACK_AT(n - 1) if n else None
+
+
 def _is_plain_sequential(module: nn.Module) -> bool:
     return type(module).forward is nn.Sequential.forward
 
@@ -217,6 +230,10 @@ class Tracer:
 
     def _mode_off(self) -> None:
         if self._on:
+            if _top_mode() not in (self._mode, _UNKNOWN):
+                # A mode of the model's own is above ours: popping would remove *it*.
+                # Leave ours on; it then records a little more, which layout absorbs.
+                return
             self._mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
             self._on = False
 
@@ -389,7 +406,7 @@ class Tracer:
         stack = self._stack
         parent = stack[-1] if stack else -1
         depth = nodes[parent].depth + 1 if parent >= 0 else 0
-        base = getattr(func, "__name__", "op").strip("_") or "op"
+        base = _op_name(getattr(func, "__name__", "op"))
         count = self._op_names.get(base, 0)
         self._op_names[base] = count + 1
         name = base if count == 0 else f"{base}_{count}"
@@ -471,6 +488,23 @@ class Tracer:
             self._tmap.clear()
             self._stack.clear()
             self.trace.traced = True
+
+
+_ARITHMETIC = {
+    "add", "sub", "mul", "matmul", "truediv", "floordiv", "div", "mod", "pow",
+    "and", "or", "xor", "lshift", "rshift",
+}  # fmt: skip
+
+
+def _op_name(raw: str) -> str:
+    """``__add__``/``__radd__`` -> ``add``, ``__iadd__`` -> ``add_`` (torch's in-place
+    spelling), ``cat`` -> ``cat``."""
+    if raw.startswith("__") and raw.endswith("__"):
+        core = raw[2:-2]
+        if core[:1] in ("i", "r") and core[1:] in _ARITHMETIC:
+            return core[1:] + ("_" if core[0] == "i" else "")
+        return core or "op"
+    return raw.lstrip("_") or "op"
 
 
 def _op_type_name(func: Callable[..., Any], base: str) -> str:
