@@ -46,7 +46,7 @@ class SliceBatchSampler(Sampler[Any]):
     Raises:
         ValueError: ``batch_size < 1``, a bad ``shuffle``, ``rank`` or ``world_size``.
 
-    Example:
+    Examples:
         >>> list(SliceBatchSampler(5, 2))
         [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
     """
@@ -130,7 +130,7 @@ def collate_batch(batch: Any) -> Any:
     The rows were read as one block: the block becomes tensors directly (no per-row
     stacking). Any other batch goes through torch's ``default_collate``.
 
-    Example:
+    Examples:
         >>> collate_batch([1, 2])
         tensor([1, 2])
     """
@@ -161,8 +161,12 @@ def batch_loader(
 
     Args:
         dataset: the data.
-        batch_size, shuffle, seed, drop_last, rank, world_size: as
-            :class:`SliceBatchSampler`.
+        batch_size: rows per batch (as :class:`SliceBatchSampler`).
+        shuffle: ``False``, ``True`` or ``"batch"`` (as :class:`SliceBatchSampler`).
+        seed: the shuffling seed (as :class:`SliceBatchSampler`).
+        drop_last: drop a last, short batch.
+        rank: this rank's share, when sharded (default: from ``torch.distributed``).
+        world_size: the number of ranks (default: from ``torch.distributed``).
         collate_fn: applied to each fetched batch; default: numpy arrays to tensors.
         worker_init_fn: the user's worker initializer (run after the scope is installed).
         **dataloader_kwargs: passed to ``DataLoader`` (``num_workers``, ``pin_memory``,
@@ -172,7 +176,7 @@ def batch_loader(
         TypeError: ``dataloader_kwargs`` sets ``sampler``, ``batch_sampler`` or
             ``batch_size`` itself.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> [tuple(b.shape) for b in batch_loader(np.zeros((5, 3)), batch_size=2)]
         [(2, 3), (2, 3), (1, 3)]

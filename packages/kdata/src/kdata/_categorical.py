@@ -123,7 +123,7 @@ def to_categorical(
         TypeError: ``y`` does not hold numbers, or ``num_classes``/``dtype`` is of the
             wrong type.
 
-    Example:
+    Examples:
         >>> to_categorical([0, 2, 1], num_classes=3)
         array([[1., 0., 0.],
                [0., 0., 1.],
@@ -244,7 +244,7 @@ def normalize(x: Any, axis: int = -1, order: float = 2) -> np.ndarray[Any, Any] 
         TypeError: ``axis`` is not an int, ``order`` not a number, or ``x`` not numeric.
         ValueError: ``axis`` is out of range for ``x``.
 
-    Example:
+    Examples:
         >>> normalize([[3.0, 4.0], [0.0, 0.0]])
         array([[0.6, 0.8],
                [0. , 0. ]])

@@ -28,7 +28,7 @@ def to_tensors(batch: Any) -> Any:
     Returns:
         The same structure with tensors in place of numeric numpy arrays.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x, y = to_tensors((np.zeros((2, 3)), np.array([1, 0])))
         >>> tuple(x.shape), y.dtype
@@ -85,7 +85,7 @@ def pin_batch(batch: Any) -> Any:
 
     Without an accelerator there is nothing to pin for: the batch comes back unchanged.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = pin_batch({"x": torch.zeros(2)})
         >>> sorted(out)

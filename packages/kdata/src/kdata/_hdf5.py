@@ -113,7 +113,7 @@ class HDF5Matrix(Dataset[Any]):
             normalizer that changes the number of rows.
         kregistry.UnknownObjectError: an unknown normalizer name.
 
-    Example:
+    Examples:
         >>> import tempfile, os, h5py, numpy as np
         >>> path = os.path.join(tempfile.mkdtemp(), "data.h5")
         >>> with h5py.File(path, "w") as f:
@@ -294,7 +294,7 @@ class HDF5Dataset(Dataset[Any]):
         FileNotFoundError, KeyError, ValueError: as :class:`HDF5Matrix`; also datasets
             with different numbers of rows, or an empty ``datasets``.
 
-    Example:
+    Examples:
         >>> import tempfile, os, h5py, numpy as np
         >>> path = os.path.join(tempfile.mkdtemp(), "xy.h5")
         >>> with h5py.File(path, "w") as f:

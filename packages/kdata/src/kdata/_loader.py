@@ -148,7 +148,7 @@ class SequenceLoader:
             wrong type.
         ValueError: a bad ``num_workers``, ``rank``/``world_size`` or ``seed``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from kdata import Sequence, SequenceLoader
         >>> class Squares(Sequence):

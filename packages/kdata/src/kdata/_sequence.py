@@ -22,7 +22,7 @@ class Sequence(Dataset[Any], metaclass=ABCMeta):
     ``on_epoch_end`` once per epoch in the main process, seeded shuffling, tensors,
     sharding across ``torch.distributed`` ranks).
 
-    Example:
+    Examples:
         >>> import math
         >>> import numpy as np
         >>> class Batches(Sequence):

@@ -386,7 +386,7 @@ def extract_archive(
         ValueError: a damaged archive, or a bad ``unsafe``.
         FileNotFoundError: ``file_path`` does not exist.
 
-    Example:
+    Examples:
         >>> extract_archive("data.tar.gz", "out")          # doctest: +SKIP
         True
     """

@@ -22,7 +22,7 @@ def default_cache_dir() -> str:
     Returns:
         The path, with ``~`` expanded.
 
-    Example:
+    Examples:
         >>> import os
         >>> os.environ["KIO_HOME"] = "/data/cache"
         >>> default_cache_dir()

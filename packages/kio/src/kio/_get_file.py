@@ -251,7 +251,7 @@ def get_file(
         FileNotFoundError: a ``file://`` origin that does not exist.
         PermissionError: ``cache_dir`` cannot be created or written.
 
-    Example:
+    Examples:
         >>> path = get_file("mnist.npz", "https://example.com/mnist.npz",
         ...                 file_hash="731c5ac6...")            # doctest: +SKIP
     """

@@ -112,7 +112,7 @@ def resolve_hash_algorithm(algorithm: Any, file_hash: str | None = None) -> Hash
             matches.
         TypeError: ``algorithm`` is neither a str nor a callable.
 
-    Example:
+    Examples:
         >>> resolve_hash_algorithm("auto", "0" * 64)().name
         'sha256'
     """
@@ -161,7 +161,7 @@ def hash_file(
     Raises:
         FileNotFoundError: ``path`` does not exist.
 
-    Example:
+    Examples:
         >>> hash_file("/dev/null", "md5")
         'd41d8cd98f00b204e9800998ecf8427e'
     """
@@ -195,7 +195,7 @@ def validate_file(
     Returns:
         True when the digests match (case-insensitive).
 
-    Example:
+    Examples:
         >>> validate_file("/dev/null", "d41d8cd98f00b204e9800998ecf8427e")
         True
     """

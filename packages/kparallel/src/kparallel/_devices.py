@@ -122,7 +122,7 @@ def resolve_devices(
         ValueError: fewer than two replicas, a GPU that does not exist, or both arguments.
         TypeError: an argument of the wrong type.
 
-    Example:
+    Examples:
         >>> resolve_devices(None, ["cpu", "cpu"])
         [device(type='cpu'), device(type='cpu')]
     """

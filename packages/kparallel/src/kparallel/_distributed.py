@@ -89,7 +89,7 @@ def current_context() -> DistributedContext:
     ``WORLD_SIZE`` when set (torchrun sets them before the group exists), else 0 and 1;
     ``is_distributed`` is False and collectives are no-ops.
 
-    Example:
+    Examples:
         >>> current_context().world_size
         1
     """
@@ -132,7 +132,7 @@ def init_distributed(
         ValueError: a malformed or missing variable (the message names it).
         RuntimeError: ``torch.distributed`` is not available in this torch build.
 
-    Example:
+    Examples:
         >>> ctx = init_distributed()   # plain process: no group
         >>> (ctx.rank, ctx.world_size, ctx.is_distributed)
         (0, 1, False)
@@ -187,7 +187,7 @@ def distributed(
 ) -> Iterator[DistributedContext]:
     """``init_distributed`` on entry; destroys the group on exit if it started it.
 
-    Example:
+    Examples:
         >>> with distributed() as ctx:
         ...     print(ctx.world_size)
         1
@@ -228,7 +228,7 @@ def wrap_ddp(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
 
-    Example:
+    Examples:
         >>> wrap_ddp(nn.Linear(2, 2)).__class__.__name__   # no group: returned as is
         'Linear'
     """
@@ -278,7 +278,7 @@ def reduce_metrics(
     Raises:
         ValueError: unknown ``op``, a multi-element tensor, or a weight with another op.
 
-    Example:
+    Examples:
         >>> reduce_metrics({"loss": 0.5, "acc": torch.tensor(0.9)})
         {'loss': 0.5, 'acc': 0.8999999761581543}
     """
@@ -334,7 +334,7 @@ def save_on_rank0(obj: object, path: str | os.PathLike[str]) -> bool:
     Raises:
         FileNotFoundError: the destination folder does not exist.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> d = tempfile.mkdtemp()
         >>> save_on_rank0({"w": torch.ones(2)}, os.path.join(d, "ckpt.pt"))

@@ -36,7 +36,7 @@ _BOOTSTRAP = "import sys; from kparallel._launch import _child_main; _child_main
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago (the OS picks it).
 
-    Example:
+    Examples:
         >>> 1024 <= free_port() <= 65535
         True
     """
@@ -115,7 +115,7 @@ def launch(
             stopped.
         TimeoutError: the workers ran past ``timeout``.
 
-    Example:
+    Examples:
         >>> import operator
         >>> launch(operator.add, 2, args=(1, 2))
         [3, 3]

@@ -73,7 +73,7 @@ class ParallelModel(nn.Module):
         cpu_merge: Merge outputs on the CPU (True) or on ``devices[0]``.
         cpu_relocation: The template lives on the CPU and replicas are made from it.
 
-    Example:
+    Examples:
         >>> model = nn.Linear(3, 2)
         >>> parallel = ParallelModel(model, [torch.device("cpu")] * 2)
         >>> parallel(torch.ones(5, 3)).shape
@@ -275,7 +275,7 @@ def multi_gpu_model(
             fewer than two GPUs, a requested GPU does not exist, or both ``gpus`` and
             ``devices`` are given.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> try:
         ...     parallel = multi_gpu_model(model, gpus=2)

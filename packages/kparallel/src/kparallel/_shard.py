@@ -131,7 +131,7 @@ def shard(
         TypeError: ``data`` cannot be indexed (an ``IterableDataset``, say).
         ValueError: ``rank``/``world_size`` out of range.
 
-    Example:
+    Examples:
         >>> [list(shard(range(10), rank=r, world_size=3)) for r in range(3)]
         [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     """

@@ -103,7 +103,7 @@ def batch_size_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | Non
 def split_sizes(batch: int, replicas: int) -> list[int]:
     """Balanced chunk sizes: ``batch`` rows over at most ``replicas`` replicas.
 
-    Example:
+    Examples:
         >>> split_sizes(7, 3)
         [3, 2, 2]
         >>> split_sizes(2, 3)

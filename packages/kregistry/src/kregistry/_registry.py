@@ -26,7 +26,7 @@ def get_custom_objects() -> CustomObjects:
     :class:`CustomObjectScope` the mapping also holds the scope's objects, and whatever is
     added, replaced or removed through it is undone when the scope ends.
 
-    Example:
+    Examples:
         >>> get_custom_objects()["MyLayer"] = MyLayer      # doctest: +SKIP
         >>> get_registered_object("MyLayer") is MyLayer    # doctest: +SKIP
         True
@@ -64,7 +64,7 @@ def register(
             ``__name__`` and no ``name`` was given, or it is not callable.
         ValueError: the name is taken by another object and ``replace`` is false.
 
-    Example:
+    Examples:
         >>> @register(package="my_lib")
         ... def swish(x):
         ...     return x * torch.sigmoid(x)                # doctest: +SKIP
@@ -107,7 +107,7 @@ _MISSING = object()
 def get_registered_name(obj: Any) -> str:
     """Return the name ``obj`` was registered under, else its ``__name__``.
 
-    Example:
+    Examples:
         >>> get_registered_name(len)
         'len'
     """
@@ -127,7 +127,7 @@ def get_registered_object(
     Looks in the active scope and the registry first, then in ``custom_objects``,
     then in ``module_objects`` (Keras's order).
 
-    Example:
+    Examples:
         >>> with custom_object_scope({"relu2": relu2}):    # doctest: +SKIP
         ...     get_registered_object("relu2") is relu2
         True

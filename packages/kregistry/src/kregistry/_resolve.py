@@ -90,7 +90,7 @@ def resolve(
         TypeError: ``identifier`` (or what a name leads to) is not callable while
             ``callable_only`` is true.
 
-    Example:
+    Examples:
         >>> resolve("minmax", kind="normalizer")        # doctest: +SKIP
         <function minmax at 0x...>
     """

@@ -62,7 +62,7 @@ class CustomObjectScope:
         TypeError: an argument is not a mapping, or has a key that is not a str.
         RuntimeError: scopes are left in a different order than they were entered.
 
-    Example:
+    Examples:
         >>> with CustomObjectScope({"MyObject": MyObject}):           # doctest: +SKIP
         ...     layer = resolve("MyObject")
     """
@@ -95,7 +95,7 @@ class CustomObjectScope:
 def custom_object_scope(*mappings: Mapping[str, Any] | None) -> CustomObjectScope:
     """Return a :class:`CustomObjectScope`; Keras's spelling of the same thing.
 
-    Example:
+    Examples:
         >>> with custom_object_scope({"swish": swish}):                # doctest: +SKIP
         ...     resolve("swish")
     """
@@ -171,7 +171,7 @@ class ScopeSnapshot:
 def capture_scope() -> ScopeSnapshot:
     """Capture what the active scopes of this context add to or hide from the registry.
 
-    Example:
+    Examples:
         >>> with custom_object_scope({"swish": swish}):                # doctest: +SKIP
         ...     snap = capture_scope()
         >>> with snap:                                                 # doctest: +SKIP
@@ -198,7 +198,7 @@ class ScopedWorkerInit:
         snapshot: the scope to carry; by default the one active where this is created.
         then: the user's own ``worker_init_fn``, called afterwards with the worker id.
 
-    Example:
+    Examples:
         >>> with custom_object_scope({"aug": aug}):                     # doctest: +SKIP
         ...     loader = DataLoader(ds, num_workers=2,
         ...                         worker_init_fn=ScopedWorkerInit())

@@ -51,7 +51,7 @@ def model_to_dot(
     """The DOT source of ``model``'s diagram (what ``plot_model`` renders); no Graphviz
     needed. Arguments as in ``plot_model``.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> text = model_to_dot(nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
         >>> text.count(" -> ")  # input -> 0 -> 1
@@ -123,8 +123,11 @@ def plot_model(
         rankdir: ``'TB'`` (vertical), ``'LR'`` (horizontal), ``'BT'`` or ``'RL'``.
         expand_nested: draw nested modules as clusters holding their layers.
         dpi: dots per inch of the image.
-        input_size / input_data / dtypes / device: the example input (as in
-            ``print_summary``); needed for anything but a plain ``nn.Sequential``.
+        input_size: the shape of an example input (as in ``print_summary``); an example
+            input is needed for anything but a plain ``nn.Sequential``.
+        input_data: an example input itself (tensor, tuple or dict), instead of a size.
+        dtypes: dtypes for the inputs made from ``input_size``.
+        device: where the example input and the model run.
         depth: deepest nesting level drawn (default 1, or unlimited with expand_nested).
         graph: ``'layers'`` (default) or ``'autograd'`` for torchviz's autograd graph.
 
@@ -137,7 +140,7 @@ def plot_model(
         kviz.GraphvizNotFoundError: a format other than .dot and no ``dot`` program.
         FileNotFoundError: the folder of ``to_file`` does not exist.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> from torch import nn
         >>> path = os.path.join(tempfile.mkdtemp(), "model.dot")  # .png needs Graphviz

@@ -315,7 +315,7 @@ def print_summary(
         ValueError: bad ``line_length``/``positions``/``depth``/input arguments, or the
             forward pass failed on the example input (``kviz.ForwardError``).
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
         >>> s = print_summary(model, input_size=(1, 4), print_fn=lambda line: None)
