@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Comparison", "compare", "median_time", "print_header"]
+__all__ = ["Comparison", "compare", "fmt_value", "median_time", "print_header"]
 
 
 def median_time(fn: Callable[[], object], repeat: int = 5, number: int = 1) -> float:
@@ -49,13 +49,13 @@ class Comparison:
         if self.goal is not None:
             verdict = "  ok" if self.speedup >= self.goal else f"  BELOW GOAL {self.goal:g}x"
         return (
-            f"{self.name:<58} ours {_fmt(self.ours, self.unit):>12}   "
-            f"{self.baseline_name} {_fmt(self.baseline, self.unit):>12}   "
+            f"{self.name:<58} ours {fmt_value(self.ours, self.unit):>12}   "
+            f"{self.baseline_name} {fmt_value(self.baseline, self.unit):>12}   "
             f"speed-up {self.speedup:6.2f}x{verdict}"
         )
 
 
-def _fmt(value: float, unit: str) -> str:
+def fmt_value(value: float, unit: str) -> str:
     if unit == "s":
         for scale, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
             if value >= scale:
