@@ -1,7 +1,7 @@
 """kdata benchmarks: HDF5 batches through DataLoader, Sequence epochs, to_categorical.
 
 Every line is measured side by side, in one run, against the baseline the issue names:
-raw h5py slice reads, a naive per-row Dataset, a plain Python loop, Keras 2's numpy
+raw h5py slice reads, a naive per-row Dataset, a plain Python loop, Keras's numpy
 to_categorical, and F.one_hot(...).float(). Data is generated in a temp dir.
 
 Run: KERAS_BACKEND=torch python tools/bench/bench_kdata.py [--quick]
@@ -95,22 +95,6 @@ class HeavySequence(Sequence):
         for _ in range(6):
             x = np.sin(x) * np.cos(x) + 0.5
         return x[:64].astype(np.float32)
-
-
-def keras2_to_categorical(y: Any, num_classes: Any = None, dtype: str = "float32") -> Any:
-    """Keras 2.x's numpy implementation, verbatim (the issue's baseline)."""
-    y = np.array(y, dtype="int")
-    input_shape = y.shape
-    if input_shape and input_shape[-1] == 1 and len(input_shape) > 1:
-        input_shape = tuple(input_shape[:-1])
-    y = y.ravel()
-    if not num_classes:
-        num_classes = np.max(y) + 1
-    n = y.shape[0]
-    categorical = np.zeros((n, num_classes), dtype=dtype)
-    categorical[np.arange(n), y] = 1
-    output_shape = (*input_shape, num_classes)
-    return np.reshape(categorical, output_shape)
 
 
 def drain(batches: Iterable[Any], limit: int | None = None) -> int:
@@ -316,12 +300,16 @@ def bench_categorical(quick: bool) -> list[Comparison]:
     labels = np.random.default_rng(3).integers(0, 10, n)
     tensor = torch.from_numpy(labels)
     repeat = 3 if quick else 5
-    results = [
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    from keras.utils import to_categorical as keras_to_categorical
+
+    return [
+        # Keras 3 dropped dtype and always returns float64: compare like for like
         compare(
-            "to_categorical numpy vs Keras 2's numpy code",
-            lambda: to_categorical(labels, 10),
-            lambda: keras2_to_categorical(labels, 10),
-            "Keras 2 numpy",
+            "to_categorical numpy vs keras.utils.to_categorical (numpy)",
+            lambda: to_categorical(labels, 10, dtype="float64"),
+            lambda: keras_to_categorical(labels, 10),
+            "keras numpy",
             repeat=repeat,
             goal=1.0,
         ),
@@ -334,24 +322,6 @@ def bench_categorical(quick: bool) -> list[Comparison]:
             goal=2.0,
         ),
     ]
-    try:
-        os.environ.setdefault("KERAS_BACKEND", "torch")
-        from keras.utils import to_categorical as keras3_to_categorical
-    except Exception as error:  # keras is a bench-only extra
-        print(f"    (keras not importable, Keras 3 line skipped: {type(error).__name__})")
-    else:
-        # Keras 3 dropped dtype and returns float64: compare like for like
-        results.append(
-            compare(
-                "to_categorical numpy float64 vs keras.utils (Keras 3)",
-                lambda: to_categorical(labels, 10, dtype="float64"),
-                lambda: keras3_to_categorical(labels, 10),
-                "Keras 3 numpy",
-                repeat=repeat,
-                goal=1.0,
-            )
-        )
-    return results
 
 
 def main(quick: bool = False) -> list[Comparison]:
