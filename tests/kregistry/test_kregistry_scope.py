@@ -244,3 +244,22 @@ def test_worker_init_carries_the_active_scope(method: str) -> None:
 def test_worker_init_rejects_non_callable_then() -> None:
     with pytest.raises(TypeError, match="then must be callable"):
         ScopedWorkerInit(then=3)  # type: ignore[arg-type]
+
+
+def test_capture_does_not_hide_names_registered_globally_meanwhile() -> None:
+    with custom_object_scope({"triple": helpers.triple}):
+        # Another context registers globally after this scope began: the scope's own
+        # mapping does not show it, but a captured snapshot must not hide it either.
+        threading_done = threading.Event()
+
+        def register_elsewhere() -> None:
+            get_custom_objects()["late"] = len
+            threading_done.set()
+
+        threading.Thread(target=register_elsewhere).start()
+        assert threading_done.wait(10)
+        snapshot = capture_scope()
+    assert snapshot.removed == frozenset()
+    with snapshot:
+        assert get_registered_object("late") is len
+        assert get_registered_object("triple") is helpers.triple

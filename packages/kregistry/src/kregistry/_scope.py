@@ -187,7 +187,14 @@ def capture_scope() -> ScopeSnapshot:
         for name, obj in layer.objects.items()
         if name not in base or base[name] is not obj
     }
-    removed = frozenset(name for name in base if name not in layer.objects)
+    deleted: set[str] = set()
+    scope: Layer | None = layer
+    while scope is not None:
+        deleted |= scope.deleted or set()
+        scope = scope.parent
+    # Only what a scope deleted is hidden: names registered globally meanwhile (by
+    # another thread, say) stay visible in the other process too.
+    removed = frozenset(name for name in deleted if name not in layer.objects)
     return ScopeSnapshot(added, removed)
 
 

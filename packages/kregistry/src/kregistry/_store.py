@@ -23,7 +23,7 @@ __all__ = ["Layer", "CustomObjects", "current_layer", "set_layer", "GLOBAL_LAYER
 class Layer:
     """One level of the registry: objects by name, and registered names by object id."""
 
-    __slots__ = ("_owns_names", "names", "objects", "owner", "parent")
+    __slots__ = ("_owns_names", "deleted", "names", "objects", "owner", "parent")
 
     def __init__(
         self,
@@ -37,6 +37,8 @@ class Layer:
         # Names are shared with the parent until this layer first changes them: most
         # scopes never register anything, and entering one should stay cheap.
         self._owns_names = parent is None
+        # Names deleted through this layer: what a captured scope must hide elsewhere.
+        self.deleted: set[str] | None = None
         self.parent = parent
         self.owner = owner
 
@@ -50,6 +52,13 @@ class Layer:
             self.names = self.names.copy()
             self._owns_names = True
         return self.names
+
+    def forget(self, names: list[str]) -> None:
+        """Record names deleted through this (scope) layer."""
+        if self.parent is not None:
+            if self.deleted is None:
+                self.deleted = set()
+            self.deleted.update(names)
 
 
 GLOBAL_LAYER = Layer({}, {})
@@ -88,6 +97,7 @@ class CustomObjects(MutableMapping[str, Any]):
     def __delitem__(self, name: str) -> None:
         layer = _current.get()
         obj = layer.objects.pop(name)
+        layer.forget([name])
         if layer.names.get(id(obj)) == name:
             del layer.writable_names()[id(obj)]
 
@@ -105,6 +115,7 @@ class CustomObjects(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         layer = _current.get()
+        layer.forget(list(layer.objects))
         layer.objects.clear()
         layer.writable_names().clear()
 
