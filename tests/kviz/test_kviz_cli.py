@@ -142,3 +142,45 @@ def test_forward_failure_exits_1() -> None:
     assert proc.returncode == 1
     assert "kviz: error: the forward pass of SmallCNN failed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "message"),
+    [
+        ("broken_kviz:net", 1, "importing 'broken_kviz' raised RuntimeError: no GPU here"),
+        ("needsdep_kviz:net", 1, "raised ModuleNotFoundError: No module named 'absent_dep_kviz'"),
+        ("factories_kviz:needs_arg", 2, "cannot be called with no arguments"),
+        ("factories_kviz:fails", 1, "calling 'factories_kviz:fails' raised ValueError: bad size"),
+        ("factories_kviz:fails.x", 2, "'factories_kviz.fails' has no attribute 'x'"),
+        ("factories_kviz:net:extra", 2, "MODULE:FACTORY"),
+        ("factories_kviz:", 2, "MODULE:FACTORY"),
+    ],
+)
+def test_bad_model_specs(
+    spec: str,
+    status: int,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kviz._cli import main
+
+    (tmp_path / "broken_kviz.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "needsdep_kviz.py").write_text("import absent_dep_kviz\n")
+    (tmp_path / "factories_kviz.py").write_text(
+        "from torch import nn\n"
+        "def needs_arg(width):\n    return nn.Linear(width, 2)\n"
+        "def fails():\n    raise ValueError('bad size')\n"
+        "net = nn.Linear(2, 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("broken_kviz", "needsdep_kviz", "factories_kviz"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        code = main(["summary", spec])
+    except SystemExit as exc:  # argparse's usage error
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == status, err
+    assert message in err and "Traceback" not in err

@@ -326,3 +326,57 @@ def test_in_place_and_reflected_operators_are_named_like_torch() -> None:
     cat = by_label(labels, "cat: torch.cat")
     assert {(by_label(labels, "a:"), add), (by_label(labels, "b:"), add)} <= set(edges)
     assert {(add, cat), (by_label(labels, "c:"), cat)} <= set(edges)
+
+
+# -- review additions ---------------------------------------------------------------------
+
+
+@needs_dot
+def test_format_from_the_extension_case_and_none(tmp_path: Path) -> None:
+    plot_model(chain3(), tmp_path / "upper.PNG")
+    assert (tmp_path / "upper.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_model(chain3(), tmp_path / "bare")  # no extension: PNG, as in Keras
+    assert (tmp_path / "bare").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_model(chain3(), tmp_path / "m.jpg")
+    assert (tmp_path / "m.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit's own notices
+def test_dict_input_nodes_and_compiled_or_scripted_models() -> None:
+    class DictIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 2)
+            self.b = nn.Linear(5, 2)
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.a(batch["image"]) + self.b(batch["meta"])
+
+    data = [{"image": torch.rand(1, 3), "meta": torch.rand(1, 5)}]
+    labels, edges, _ = graph(model_to_dot(DictIn(), input_data=data))
+    image, meta = by_label(labels, "batch.image: Input"), by_label(labels, "batch.meta: Input")
+    assert (image, by_label(labels, "a:")) in edges and (meta, by_label(labels, "b:")) in edges
+
+    compiled = torch.compile(chain3())
+    assert model_to_dot(compiled, input_size=(1, 4)).startswith('digraph "Sequential"')
+    with pytest.raises(TypeError, match="TorchScript"):
+        model_to_dot(torch.jit.script(chain3()), input_size=(1, 4))
+
+
+def test_tracing_leaves_grads_flags_and_user_hooks_alone() -> None:
+    from kviz import print_summary
+
+    model = SmallCNN().train()
+    model.conv1.requires_grad_(False)
+    calls: list[str] = []
+    model.fc.register_forward_hook(lambda m, i, o: calls.append("fc"))
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    print_summary(model, input_size=(1, 3, 32, 32), print_fn=lambda line: None)
+    model_to_dot(model, input_size=(1, 3, 32, 32))
+    model_to_dot(model, input_size=(1, 3, 32, 32), graph="autograd")
+    assert calls == ["fc", "fc", "fc"]  # the user's hook ran each time and is still there
+    assert len(model.fc._forward_hooks) == 1
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert all(m.training for m in model.modules())
+    assert torch.is_grad_enabled()

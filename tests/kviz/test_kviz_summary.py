@@ -421,3 +421,112 @@ def test_a_models_own_function_mode_is_left_alone() -> None:
     assert "linear" in seen and "add" in seen  # the model's mode saw its calls
     assert row(result, "add").connected_to == ("b[0][0]", "a[0][0]")
     assert torch._C._len_torch_function_stack() == 0
+
+
+# -- review additions ---------------------------------------------------------------------
+
+
+def test_a_models_own_parameters_get_a_row() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 4)  # 16
+            self.scale = nn.Parameter(torch.ones(4))  # 4, used in forward, no module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * self.scale
+
+    for kwargs in ({"input_size": (1, 3)}, {}):
+        result = quiet(Scaled(), **kwargs)  # type: ignore[arg-type]
+        own = row(result, "scaled")
+        assert (own.params, own.output_shape) == (4, "(own params)")
+        assert sum(r.params or 0 for r in result.rows) == result.total_params == 20
+    # A single layer is its own row already: no second one.
+    assert [r.name for r in quiet(nn.Linear(2, 2), input_size=(1, 2)).rows] == ["linear"]
+
+
+def test_dict_input_tensors_are_named_by_their_keys() -> None:
+    class DictIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(5, 4)
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {"sum": self.a(batch["image"]) + self.b(batch["meta"])}
+
+    data = [{"image": torch.rand(2, 3), "meta": torch.rand(2, 5)}]
+    result = quiet(DictIn(), input_data=data)
+    assert [r.name for r in result.rows][:2] == ["batch.image", "batch.meta"]
+    assert row(result, "a").connected_to == ("batch.image[0][0]",)
+    assert row(result, "add").output_shape == "[2, 4]"
+
+
+def test_control_flow_and_a_loop_over_one_module() -> None:
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = nn.Linear(4, 4)
+            self.skip = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, steps: int = 3) -> torch.Tensor:
+            for _ in range(steps):
+                x = torch.tanh(self.step(x))
+            if x.sum() > 1e9:  # data-dependent branch, not taken
+                x = self.skip(x)
+            return x
+
+    result = quiet(Loop(), input_data=[torch.rand(1, 4), 3])
+    step = row(result, "step")
+    assert step.connected_to == ("x[0][0]", "step[0][0]", "step[1][0]")
+    assert row(result, "skip").output_shape == "(not called)"
+    assert result.total_params == 40
+
+
+def test_torch_compile_wrapper_is_summarized_as_its_module() -> None:
+    model = chain3()
+    compiled = torch.compile(model)  # compiles lazily: nothing happens unless it is called
+    result = quiet(compiled, input_size=(1, 4))
+    assert result.lines[0] == 'Model: "Sequential"'
+    assert [r.name for r in result.rows] == ["0", "1", "2"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script's own notice
+def test_torchscript_needs_the_original_module() -> None:
+    scripted = torch.jit.script(chain3())
+    assert quiet(scripted).total_params == 58  # the module tree alone is fine
+    with pytest.raises(TypeError, match=r"TorchScript module .* pass the nn\.Module"):
+        print_summary(scripted, input_size=(1, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"positions": [0.2, 0.5, float("nan")]}, ValueError, "finite"),
+        ({"positions": [0.2, 0.5, float("inf")]}, ValueError, "finite"),
+        ({"positions": []}, TypeError, "positions"),
+        ({"line_length": 12, "show_trainable": True}, ValueError, "Trainable column"),
+    ],
+)
+def test_more_bad_widths(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        print_summary(chain3(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_positions_from_a_generator_and_numpy_numbers() -> None:
+    import numpy as np
+
+    result = quiet(chain3(), positions=(p for p in (0.5, 0.75, 1.0)), line_length=np.int64(80))
+    assert result.lines[2].index("Output Shape") == 40
+    assert result.line_length == 80
+    shaped = quiet(chain3(), input_size=(np.int64(2), np.int64(4)))
+    assert shaped.rows[0].output_shape == "[2, 8]"
+
+
+def test_print_fn_gets_each_line_once_and_nothing_else_is_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    got: list[str] = []
+    result = print_summary(ResidualBlock(), input_size=(1, 8, 4, 4), print_fn=got.append)
+    assert got == list(result.lines) and all("\n" not in line for line in got)
+    assert capsys.readouterr().out == ""

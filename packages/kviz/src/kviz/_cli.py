@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,17 @@ __all__ = ["load_model", "main", "main_exit"]
 
 
 class CliError(Exception):
-    """A problem with the command line's arguments (exit status 2)."""
+    """A problem with the command line or the model it names; ``status`` is the exit status
+    (2: a usage error, 1: the user's own code failed while loading the model)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _failed(what: str, exc: BaseException) -> CliError:
+    # The user's module or factory raised: report it in one line, not as kviz's traceback.
+    return CliError(f"{what} raised {type(exc).__name__}: {exc}", status=1)
 
 
 def load_model(spec: str) -> nn.Module:
@@ -30,26 +41,47 @@ def load_model(spec: str) -> nn.Module:
     or function called with no arguments that returns one (dotted names allowed).
 
     Raises:
-        CliError: a malformed spec, a module or name that cannot be found, or no nn.Module.
+        CliError: a malformed spec, a module or name that cannot be found, a factory that
+            needs arguments or does not return an nn.Module (status 2); an exception raised
+            by the module on import or by the factory (status 1).
     """
     module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
+    if not sep or not module_name or not attr or ":" in attr:
         raise CliError(f"model must be MODULE:FACTORY (e.g. mypkg.models:make_net); got {spec!r}")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: models in the current folder
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing != module_name and not module_name.startswith(missing + "."):
+            # The module exists but imports something missing.
+            raise _failed(f"importing {module_name!r}", exc) from exc
         raise CliError(f"cannot import module {module_name!r} (from {spec!r}): {exc}") from exc
-    for part in attr.split("."):
+    except Exception as exc:
+        raise _failed(f"importing {module_name!r}", exc) from exc
+    for i, part in enumerate(attr.split(".")):
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise CliError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})") from exc
+            owner = ".".join([module_name, *attr.split(".")[:i]])
+            raise CliError(f"{owner!r} has no attribute {part!r} (from {spec!r})") from exc
     if not isinstance(obj, nn.Module):
         if not callable(obj):
             raise CliError(f"{spec!r} is neither an nn.Module nor callable")
-        obj = obj()
+        try:
+            inspect.signature(obj).bind()
+        except TypeError as exc:
+            raise CliError(
+                f"{spec!r} cannot be called with no arguments ({exc}); name an nn.Module or "
+                f"a factory that takes none"
+            ) from exc
+        except ValueError:
+            pass  # no signature to read (some builtins): just call it
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise _failed(f"calling {spec!r}", exc) from exc
     if not isinstance(obj, nn.Module):
         raise CliError(f"{spec!r} returned {type(obj).__name__}, not a torch.nn.Module")
     return obj
@@ -127,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = load_model(args.model)
     except CliError as exc:
-        parser.error(str(exc))
+        if exc.status == 2:
+            parser.error(str(exc))
+        print(f"kviz: error: {exc}", file=sys.stderr)
+        return exc.status
     sizes = args.input_size
     input_size: Any = None if not sizes else (sizes[0] if len(sizes) == 1 else sizes)
     try:

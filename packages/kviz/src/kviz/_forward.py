@@ -13,11 +13,39 @@ from torch import nn
 from ._inputs import ExampleInput
 from ._trace import Trace, Tracer
 
-__all__ = ["ForwardError", "forward_error", "gc_paused", "kept_modes", "trace_model"]
+__all__ = [
+    "ForwardError",
+    "checked_model",
+    "forward_error",
+    "gc_paused",
+    "kept_modes",
+    "trace_model",
+]
 
 
 class ForwardError(ValueError):
     """The model's forward pass failed on the example input."""
+
+
+def checked_model(model: object, *, traced: bool) -> nn.Module:
+    """``model`` as kviz walks it: a ``torch.compile`` wrapper gives way to the module it
+    wraps (compiling would cost seconds and hide the layers from the hooks).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or is a TorchScript module and
+            ``traced`` (a forward pass must be followed: hooks do not run in TorchScript).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return inner
+    if traced and isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"model is a TorchScript module ({type(model).__name__}), whose forward pass "
+            f"cannot be followed; pass the nn.Module it was scripted or traced from"
+        )
+    return model
 
 
 @contextmanager

@@ -3,6 +3,7 @@ reads them, turned into the positional and keyword arguments of one forward call
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,20 +15,21 @@ ExampleInput = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 def _is_shape(value: Any) -> bool:
+    # numbers.Integral: shapes computed with numpy (np.int64 dimensions) are shapes too.
     return isinstance(value, (list, tuple, torch.Size)) and all(
-        isinstance(d, int) and not isinstance(d, bool) for d in value
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value
     )
 
 
 def _shapes(input_size: Any) -> list[tuple[int, ...]]:
     if _is_shape(input_size) and len(input_size) > 0:
-        shapes = [tuple(input_size)]
+        shapes = [tuple(int(d) for d in input_size)]
     elif (
         isinstance(input_size, (list, tuple))
         and input_size
         and all(_is_shape(s) and len(s) > 0 for s in input_size)
     ):
-        shapes = [tuple(s) for s in input_size]
+        shapes = [tuple(int(d) for d in s) for s in input_size]
     else:
         raise TypeError(
             f"input_size must be a shape such as (1, 3, 32, 32) or a list of shapes, one "

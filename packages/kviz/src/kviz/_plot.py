@@ -9,7 +9,7 @@ from torch import nn
 
 from ._autograd import autograd_dot
 from ._dot import layout_to_dot
-from ._forward import gc_paused, trace_model
+from ._forward import checked_model, gc_paused, trace_model
 from ._inputs import build_inputs
 from ._layout import layout, resolve_depth, static_trace
 from ._render import file_format, render
@@ -20,9 +20,8 @@ _RANKDIRS = ("TB", "LR", "BT", "RL")
 _GRAPHS = ("layers", "autograd")
 
 
-def _check(model: Any, rankdir: Any, dpi: Any, graph: Any, depth: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+def _check(model: Any, rankdir: Any, dpi: Any, graph: Any, depth: Any) -> nn.Module:
+    module = checked_model(model, traced=True)
     if rankdir not in _RANKDIRS:
         raise ValueError(f"rankdir must be one of {list(_RANKDIRS)}; got {rankdir!r}")
     if not isinstance(dpi, int) or isinstance(dpi, bool) or dpi <= 0:
@@ -31,6 +30,7 @@ def _check(model: Any, rankdir: Any, dpi: Any, graph: Any, depth: Any) -> None:
         raise ValueError(f"graph must be one of {list(_GRAPHS)}; got {graph!r}")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
         raise ValueError(f"depth must be an int >= 1 or None; got {depth!r}")
+    return module
 
 
 def model_to_dot(
@@ -49,7 +49,14 @@ def model_to_dot(
     graph: str = "layers",
 ) -> str:
     """The DOT source of ``model``'s diagram (what ``plot_model`` renders); no Graphviz
-    needed. Arguments as in ``plot_model``.
+    needed. The arguments mean what they mean in ``plot_model``.
+
+    Returns:
+        The DOT text (Keras returns a pydot graph; kviz has no pydot dependency).
+
+    Raises:
+        TypeError / ValueError: bad arguments, as in ``plot_model``.
+        kviz.ForwardError: the forward pass failed on the example input.
 
     Examples:
         >>> from torch import nn
@@ -57,7 +64,7 @@ def model_to_dot(
         >>> text.count(" -> ")  # input -> 0 -> 1
         2
     """
-    _check(model, rankdir, dpi, graph, depth)
+    model = _check(model, rankdir, dpi, graph, depth)
     example = build_inputs(input_size, input_data, dtypes, device)
     if graph == "autograd":
         if example is None:
@@ -127,7 +134,8 @@ def plot_model(
             input is needed for anything but a plain ``nn.Sequential``.
         input_data: an example input itself (tensor, tuple or dict), instead of a size.
         dtypes: dtypes for the inputs made from ``input_size``.
-        device: where the example input and the model run.
+        device: device the example input is created on (the model is not moved: give
+            the device its parameters are on).
         depth: deepest nesting level drawn (default 1, or unlimited with expand_nested).
         graph: ``'layers'`` (default) or ``'autograd'`` for torchviz's autograd graph.
 
@@ -136,7 +144,10 @@ def plot_model(
         notebooks, as in Keras; else None. Nothing is returned for .pdf and .dot.
 
     Raises:
-        TypeError / ValueError: bad arguments (each message names the argument).
+        TypeError / ValueError: bad arguments (each message names the argument); a
+            TorchScript ``model`` (a ``torch.compile`` wrapper is drawn as the module it
+            wraps).
+        kviz.ForwardError: the forward pass failed on the example input.
         kviz.GraphvizNotFoundError: a format other than .dot and no ``dot`` program.
         FileNotFoundError: the folder of ``to_file`` does not exist.
 

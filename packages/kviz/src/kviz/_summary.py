@@ -10,7 +10,7 @@ import torchinfo
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from ._forward import forward_error, gc_paused, kept_modes
+from ._forward import checked_model, forward_error, gc_paused, kept_modes
 from ._inputs import ExampleInput, build_inputs
 from ._layout import Edge, Layout, layout, resolve_depth
 from ._table import columns, format_row, wrap
@@ -212,6 +212,25 @@ def _traced_rows(
     return rows
 
 
+def _own_row(model: nn.Module) -> SummaryRow | None:
+    """A row for parameters the model holds itself (``self.scale = nn.Parameter(...)`` next
+    to its submodules), which no layer row counts; None when it holds none."""
+    if not any(True for _ in model.children()):
+        return None  # a single layer: its own row already counts them
+    if not any(True for _ in model.parameters(recurse=False)):
+        return None
+    params, trainable = _count(model, recurse=False)
+    return SummaryRow(
+        type(model).__name__.lower(),
+        type(model).__name__,
+        "(own params)",
+        params,
+        _trainable(params, trainable),
+        (),
+        0,
+    )
+
+
 def _static_rows(stats: Any, model: nn.Module, limit: float) -> list[SummaryRow]:
     names = {id(m): n for n, m in model.named_modules()}
     rows = []
@@ -303,7 +322,9 @@ def print_summary(
             of their own, their contents indented below them).
         depth: deepest nesting level shown (1 = the model's direct children); default 1,
             or unlimited with ``expand_nested``.
-        show_trainable: add Keras's ``Trainable`` column (Y, N, partial, or - for none).
+        show_trainable: add Keras's ``Trainable`` column (Y, N, partial, or - for none),
+            11 characters wide; the default width grows by as much, as in Keras, but a
+            given ``line_length`` includes it.
 
     Returns:
         A ``ModelSummary``: ``str()`` is the table; ``total_params``,
@@ -311,7 +332,8 @@ def print_summary(
         ``total_buffers``, ``buffer_bytes``, ``rows`` and more as attributes.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``, or an argument has the wrong type.
+        TypeError: ``model`` is not an ``nn.Module`` (or is a TorchScript module and an
+            example input is given), or an argument has the wrong type.
         ValueError: bad ``line_length``/``positions``/``depth``/input arguments, or the
             forward pass failed on the example input (``kviz.ForwardError``).
 
@@ -322,14 +344,13 @@ def print_summary(
         >>> s.total_params, s.rows[0].output_shape
         (40, '[1, 8]')
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if print_fn is not None and not callable(print_fn):
         raise TypeError(f"print_fn must be callable or None; got {print_fn!r}")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
         raise ValueError(f"depth must be an int >= 1 or None; got {depth!r}")
     limit = resolve_depth(depth, expand_nested)
     example = build_inputs(input_size, input_data, dtypes, device)
+    model = checked_model(model, traced=example is not None)
     with gc_paused():
         return _summarize(model, line_length, positions, print_fn, example, limit, show_trainable)
 
@@ -363,6 +384,10 @@ def _summarize(
         modules = None
         chain = True
         rows = _static_rows(stats, model, limit)
+
+    own = _own_row(model)
+    if own is not None:
+        rows.append(own)
 
     names = ["Layer (type)", "Output Shape", "Param #"]
     if not chain:

@@ -4,6 +4,8 @@ long fields wrap onto more lines instead of being cut (no line exceeds ``line_le
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from collections.abc import Sequence
 
 __all__ = ["Columns", "columns", "format_row", "wrap"]
@@ -49,33 +51,41 @@ def columns(
         ValueError: a wrong count, decreasing positions, or columns with no room left.
     """
     count = len(names)
-    if line_length is not None and (
-        not isinstance(line_length, int) or isinstance(line_length, bool)
-    ):
-        raise TypeError(f"line_length must be an int or None; got {line_length!r}")
-    if line_length is not None and line_length < count * 2:
-        raise ValueError(
-            f"line_length must leave room for {count} columns (at least {count * 2}); "
-            f"got {line_length}"
-        )
+    if line_length is not None:
+        if not isinstance(line_length, numbers.Integral) or isinstance(line_length, bool):
+            raise TypeError(f"line_length must be an int or None; got {line_length!r}")
+        line_length = int(line_length)
+        if line_length < count * 2:
+            raise ValueError(
+                f"line_length must leave room for {count} columns (at least {count * 2}); "
+                f"got {line_length}"
+            )
     main = count - 1 if trainable else count
     if positions is None:
         pos = list(default_positions)
     else:
-        if isinstance(positions, (str, bytes)) or not all(
-            isinstance(p, (int, float)) and not isinstance(p, bool) for p in positions
-        ):
+        # list() first: a generator would be used up by the type check below.
+        pos = list(positions) if not isinstance(positions, (str, bytes)) else []
+        if not pos or not all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in pos):
             raise TypeError(f"positions must be a list of numbers; got {positions!r}")
-        pos = list(positions)
+        pos = [float(p) for p in pos]
         if len(pos) not in ((main, count) if trainable else (count,)):
             expected = f"{main} or {count}" if trainable else f"{count}"
             raise ValueError(
                 f"positions must give {expected} column ends for the columns "
-                f"{list(names)}; got {len(pos)}: {list(positions)!r}"
+                f"{list(names)}; got {len(pos)}: {pos!r}"
             )
-        if any(p <= 0 for p in pos) or any(b <= a for a, b in itertools.pairwise(pos)):
-            raise ValueError(f"positions must be positive and increasing; got {pos!r}")
+        if not all(math.isfinite(p) and p > 0 for p in pos) or any(
+            b <= a for a, b in itertools.pairwise(pos)
+        ):
+            raise ValueError(f"positions must be finite, positive and increasing; got {pos!r}")
     add_trainable = trainable and len(pos) == main
+    if add_trainable and line_length is not None and line_length - _TRAINABLE_WIDTH < main * 2:
+        raise ValueError(
+            f"line_length={line_length} leaves no room for {main} columns next to the "
+            f"Trainable column ({_TRAINABLE_WIDTH} characters); give at least "
+            f"{main * 2 + _TRAINABLE_WIDTH}"
+        )
     relative = pos[-1] <= 1
     if line_length is not None:
         total = line_length
@@ -90,9 +100,7 @@ def columns(
     if add_trainable:
         ends.append(span + _TRAINABLE_WIDTH)
     if ends[-1] > total:
-        raise ValueError(
-            f"positions {list(positions or [])!r} end at {ends[-1]}, past line_length={total}"
-        )
+        raise ValueError(f"positions {pos!r} end at {ends[-1]}, past line_length={total}")
     result = Columns(ends, total)
     if any(w < 1 for w in result.widths):
         raise ValueError(

@@ -133,6 +133,23 @@ def shape_of(obj: Any, _depth: int = 0) -> Shape:
     return None
 
 
+def _named_tensors(
+    obj: Any, name: str, out: list[tuple[str, torch.Tensor]], _depth: int = 0
+) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in ``obj`` with a dotted path for a name (``batch.image``,
+    ``pair.0``): a ``[i]`` suffix would read as the ``[call][tensor]`` of ``Connected to``."""
+    if isinstance(obj, torch.Tensor):
+        out.append((name, obj))
+    elif _depth < 8:
+        if isinstance(obj, (list, tuple)):
+            for i, item in enumerate(obj):
+                _named_tensors(item, f"{name}.{i}", out, _depth + 1)
+        elif isinstance(obj, dict):
+            for key, item in obj.items():
+                _named_tensors(item, f"{name}.{key}", out, _depth + 1)
+    return out
+
+
 _UNKNOWN = object()
 _STACK_LEN = getattr(torch._C, "_len_torch_function_stack", None)
 _STACK_AT = getattr(torch._C, "_get_function_stack_at", None)
@@ -264,9 +281,7 @@ class Tracer:
         except (TypeError, ValueError):
             labelled = [(f"input_{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
         for label, value in labelled:
-            tensors = flat_tensors(value, [])
-            for i, tensor in enumerate(tensors):
-                name = label if len(tensors) == 1 else f"{label}[{i}]"
+            for name, tensor in _named_tensors(value, label, []):
                 idx = len(self.nodes)
                 node = Node(idx, INPUT, name, "Input", -1, 0)
                 node.out_shapes = tensor.shape
