@@ -319,3 +319,10 @@ def fetch_at(url: str, cache_dir: str, file_hash: str, start_at: float) -> str:
     if delay > 0:
         time.sleep(delay)
     return kio.get_file("shared.bin", url, file_hash=file_hash, cache_dir=cache_dir, progress=False)
+
+
+def fetch_plain(name: str, url: str, cache_dir: str, offline: bool) -> str:
+    """get_file with no retries, for errors raised in a worker process."""
+    import kio
+
+    return kio.get_file(name, url, cache_dir=cache_dir, retries=0, offline=offline)

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from _kio_helpers import HERE, FaultServer, Sandbox, fetch_at, make_tar, payload, sha256
+from _kio_helpers import (
+    HERE,
+    FaultServer,
+    Sandbox,
+    fetch_at,
+    fetch_plain,
+    make_tar,
+    payload,
+    sha256,
+)
 
-from kio import OfflineError, get_file
+from kio import DownloadError, OfflineError, UnsafeArchiveError, get_file
 
 
 def test_file_origin(box: Sandbox) -> None:
@@ -131,3 +141,29 @@ def test_command_line(server: FaultServer, box: Sandbox) -> None:
     wrong = _cli(url, "--fname", "w.tar.gz", "--file-hash", "0" * 64, "--cache-dir", str(box.cache))
     assert wrong.returncode == 1 and "expected" in wrong.stderr
     assert not (box.cache / "datasets" / "w.tar.gz").exists()
+
+
+@pytest.mark.slow
+def test_errors_travel_back_from_spawned_workers(server: FaultServer, box: Sandbox) -> None:
+    # A DataLoader or multiprocessing worker's error is pickled to the parent; kio's
+    # errors carry keyword-only fields that must survive the trip.
+    missing = server.url("/absent.bin")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        with pytest.raises(DownloadError) as failed:
+            # (an error that cannot be unpickled hangs the pool: hence the timeout)
+            pool.apply_async(fetch_plain, ("absent.bin", missing, str(box.cache), False)).get(30)
+        with pytest.raises(OfflineError) as offline:
+            pool.apply_async(fetch_plain, ("absent.bin", missing, str(box.cache), True)).get(30)
+    assert failed.value.status == 404 and failed.value.url == missing
+    assert missing in str(failed.value)
+    assert offline.value.path == str(box.cache / "datasets" / "absent.bin")
+    assert isinstance(offline.value, FileNotFoundError)
+    error = UnsafeArchiveError("a.tar", "../x", "climbs out")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.archive, copy.member, copy.reason, str(copy)) == (
+        "a.tar",
+        "../x",
+        "climbs out",
+        str(error),
+    )

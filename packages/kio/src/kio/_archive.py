@@ -15,6 +15,8 @@ extraction leaves nothing that looks complete.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import lzma
 import os
 import posixpath
 import shutil
@@ -22,6 +24,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -61,6 +64,10 @@ class UnsafeArchiveError(ValueError):
         self.archive = archive
         self.member = member
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # So that the error survives the trip back from a worker process.
+        return (type(self), (self.archive, self.member, self.reason))
 
 
 def _refuse(archive: str, member: str, reason: str, unsafe: str) -> None:
@@ -208,7 +215,11 @@ def zip_format(path: str, target: str, unsafe: str = "raise") -> bool:
                 _refuse(path, info.filename, reason, unsafe)
                 continue
             members.append(info)
-        archive.extractall(target, members=members)
+        try:
+            archive.extractall(target, members=members)
+        except (RuntimeError, NotImplementedError) as exc:
+            # zipfile's words for an encrypted member or an unsupported compression.
+            raise ValueError(f"could not extract {path!r}: {exc}") from None
     return True
 
 
@@ -301,28 +312,63 @@ def clean_stale_temps(folder: str, archive_name: str) -> None:
                 remove_tree(entry.path)
 
 
+# Errors of the decompressors and archive readers that mean "damaged or truncated".
+_DAMAGED = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    gzip.BadGzipFile,
+    EOFError,
+    lzma.LZMAError,
+    zlib.error,
+)
+
+
+def _member_error(exc: OSError, archive: str, temp: str) -> OSError:
+    """``exc`` retold with the member's name instead of the hidden temporary path."""
+    where = exc.filename if isinstance(exc.filename, str) else ""
+    inside = where.startswith(temp + os.sep)
+    member = where[len(temp) + len(os.sep) :] if inside else where
+    return OSError(exc.errno, f"could not extract {archive!r}: member {member!r}: {exc.strerror}")
+
+
 def extract_to_folder(
-    file_path: str, path: str, formats: list[ArchiveFormat], unsafe: str = "raise"
+    file_path: str,
+    path: str,
+    formats: list[ArchiveFormat],
+    unsafe: str = "raise",
+    reserved: Sequence[str] = (),
 ) -> list[str] | None:
     """Extract into ``path`` through a temporary folder; return the top-level entries.
 
     Returns None when no format matched. Entries of the archive's top level replace
-    same-named entries of ``path`` (as extracting over them would), each by one rename.
+    same-named entries of ``path``, each by one rename. A top-level entry named in
+    ``reserved`` (get_file passes its state folder) is unsafe, as is one that looks like
+    an extraction temporary.
     """
     os.makedirs(path, exist_ok=True)
     archive_name = os.path.basename(file_path)
     temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{archive_name}-", dir=path)
     trash = temp + ".old"
     try:
-        for fmt in formats:
-            if _call_format(fmt, file_path, temp, unsafe):
-                break
-        else:
-            return None
+        try:
+            for fmt in formats:
+                if _call_format(fmt, file_path, temp, unsafe):
+                    break
+            else:
+                return None
+        except gzip.BadGzipFile:
+            raise  # an OSError, but a damaged archive: reported below
+        except OSError as exc:
+            raise _member_error(exc, file_path, temp) from None
         # Whatever wrote the files (a user's format too), nothing leaves this folder
         # unless every link in it resolves inside and no special file is there.
         _audit(temp, file_path, unsafe)
-        entries = sorted(os.listdir(temp))
+        entries = []
+        for name in sorted(os.listdir(temp)):
+            if name in reserved or name.startswith(TEMP_PREFIX):
+                _refuse(file_path, name, "would replace kio's own files in the folder", unsafe)
+                continue
+            entries.append(name)
         final_archive = os.path.realpath(file_path)
         for name in entries:
             if os.path.realpath(os.path.join(path, name)) == final_archive:
@@ -340,7 +386,7 @@ def extract_to_folder(
                     os.replace(aside, destination)
                 raise
         return entries
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+    except _DAMAGED as exc:
         raise ValueError(
             f"could not extract {file_path!r}: the archive is damaged or truncated "
             f"({type(exc).__name__}: {exc})"

@@ -44,7 +44,7 @@ class FetchOptions:
 
     retries: int = 3
     backoff: float = 0.5
-    timeout: float | tuple[float, float] | None = 30.0
+    timeout: float | tuple[float | None, float | None] | None = 30.0
     session: requests.Session | None = None
     proxies: Mapping[str, str] | None = None
     verify: bool | str | None = None
@@ -229,8 +229,7 @@ class _HttpFetch:
         status_text = f"HTTP status {status}" if status is not None else "no HTTP status"
         plural = "s" if attempts != 1 else ""
         return DownloadError(
-            f"URL fetch failure on {self.url}: {reason} ({status_text}; "
-            f"{attempts} attempt{plural})",
+            f"could not download {self.url}: {reason} ({status_text}; {attempts} attempt{plural})",
             url=self.url,
             status=status,
             attempts=attempts,

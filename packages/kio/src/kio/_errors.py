@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["DownloadError", "OfflineError"]
 
 
@@ -28,6 +30,18 @@ class DownloadError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickling calls cls(*args), which lacks the keyword-only fields: an
+        # error raised in a multiprocessing or DataLoader worker could not reach the parent.
+        return (_rebuild, (type(self), str(self.args[0]), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[DownloadError], message: str, fields: dict[str, Any]) -> DownloadError:
+    error = cls.__new__(cls, message)
+    OSError.__init__(error, message)
+    error.__dict__.update(fields)
+    return error
 
 
 class OfflineError(DownloadError, FileNotFoundError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import urllib.parse
 import warnings
@@ -24,7 +25,14 @@ from kio._hashing import (
     resolve_hash_algorithm,
 )
 from kio._progress import wants_progress
-from kio._state import FileIdentity, StatePaths, read_json, remove_quietly, write_json
+from kio._state import (
+    STATE_DIR,
+    FileIdentity,
+    StatePaths,
+    read_json,
+    remove_quietly,
+    write_json,
+)
 
 __all__ = ["get_file"]
 
@@ -33,7 +41,7 @@ _SCHEMES = ("http", "https", "file")
 
 def _check_origin(origin: object, session: object) -> str:
     if origin is None:
-        raise ValueError('Please specify the "origin" argument (URL of the file to download).')
+        raise ValueError("origin is required: the URL to download the file from, got None")
     if not isinstance(origin, str):
         raise TypeError(f"origin must be a URL str, got {origin!r} ({type(origin).__name__})")
     scheme = urllib.parse.urlsplit(origin).scheme.lower()
@@ -48,10 +56,10 @@ def _check_origin(origin: object, session: object) -> str:
 def _check_fname(fname: object, origin: str) -> str:
     if fname is None or fname == "":
         name = os.path.basename(urllib.parse.unquote(urllib.parse.urlsplit(origin).path))
-        if not name:
+        if name in ("", ".", ".."):
             raise ValueError(
-                f"Can't parse the file name from the origin provided: {origin!r}. "
-                "Please specify the `fname` argument."
+                f"fname=None takes the file name from the URL, but origin={origin!r} ends "
+                "without one; pass fname"
             )
         return name
     if not isinstance(fname, (str, os.PathLike)):
@@ -62,9 +70,36 @@ def _check_fname(fname: object, origin: str) -> str:
 
 
 def _check_int(value: object, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
         raise ValueError(f"{argument} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def _check_seconds(value: object, argument: str, *, allow_zero: bool) -> float:
+    """A finite number of seconds (checked here: a bad one would only fail on a retry)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argument} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        accepted = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{argument} must be a finite number of seconds {accepted}, got {value!r}")
+    return seconds
+
+
+def _check_timeout(timeout: object) -> float | tuple[float | None, float | None] | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, tuple):
+        if len(timeout) != 2:
+            raise ValueError(f"timeout must be seconds or a (connect, read) pair, got {timeout!r}")
+        connect, read = (
+            None if part is None else _check_seconds(part, "timeout", allow_zero=False)
+            for part in timeout
+        )
+        return (connect, read)
+    return _check_seconds(timeout, "timeout", allow_zero=False)
 
 
 class _Expected:
@@ -110,9 +145,8 @@ def _cached_and_valid(path: str, state: StatePaths, expected: _Expected | None) 
         _remember(path, state, expected.name, actual)
         return True
     warnings.warn(
-        "A local file was found, but it seems to be incomplete or outdated because the "
-        f"{expected.name} file hash does not match the original value of {expected.digest} "
-        f"(found {actual}) so we will re-download the data.",
+        f"the cached {path!r} has {expected.name} {actual}, not the expected "
+        f"{expected.digest}: downloading it again",
         UserWarning,
         stacklevel=4,
     )
@@ -140,7 +174,7 @@ def _extract(
 ) -> None:
     clean_stale_temps(datadir, os.path.basename(archive))
     remove_quietly(state.extracted)
-    entries = extract_to_folder(archive, datadir, formats, unsafe)
+    entries = extract_to_folder(archive, datadir, formats, unsafe, reserved=(STATE_DIR,))
     if entries is None:
         warnings.warn(
             f"extract=True but {archive!r} is not an archive of format {archive_format!r}; "
@@ -170,7 +204,7 @@ def get_file(
     progress: bool | None = None,
     retries: int = 3,
     backoff: float = 0.5,
-    timeout: float | tuple[float, float] | None = 30.0,
+    timeout: float | tuple[float | None, float | None] | None = 30.0,
     session: requests.Session | None = None,
     proxies: Mapping[str, str] | None = None,
     verify: bool | str | None = None,
@@ -204,9 +238,11 @@ def get_file(
             sha512 for 128 and sha1 for 40; md5 otherwise), ``'md5'``, ``'sha256'``,
             ``'sha1'``, ``'sha512'``, a name registered under ``"kio.hash"`` or a
             callable returning a hashlib-like object.
-        extract: extract the archive into the cache folder, beside it (Keras 2); the
-            return value stays the archive's path. An archive extracted before and
-            unchanged since is not extracted again.
+        extract: extract the archive into the folder that holds it
+            (``cache_dir/cache_subdir`` for a plain ``fname``, as in Keras 2); the return
+            value stays the archive's path. Each top-level entry of the archive replaces
+            a same-named entry as a whole. An archive extracted before and unchanged
+            since is not extracted again.
         archive_format: ``'auto'`` (``['tar', 'zip']``), ``'tar'`` (tar, tar.gz, tar.bz2,
             tar.xz), ``'zip'``, a name registered under ``"kio.archive"``, a callable, a
             list of those, or None (no extraction).
@@ -231,7 +267,7 @@ def get_file(
         offline: serve only from the cache and fail fast on a miss; None (default) reads
             ``$KIO_OFFLINE`` (``1``/``true``/``yes``/``on``). ``file://`` origins still work.
         lock_timeout: seconds to wait for another process's download of the same file;
-            None waits as long as it takes.
+            None waits as long as it takes; past it, ``TimeoutError``.
         unsafe: ``'raise'`` refuses an archive with a member that would land outside the
             cache folder (``..``, absolute path, escaping link, device file);
             ``'skip'`` leaves those members out with a warning.
@@ -250,6 +286,7 @@ def get_file(
             ``FileNotFoundError``); names the URL and the expected path.
         FileNotFoundError: a ``file://`` origin that does not exist.
         PermissionError: ``cache_dir`` cannot be created or written.
+        TimeoutError: ``lock_timeout`` passed while another process held the file's lock.
 
     Examples:
         >>> path = get_file("mnist.npz", "https://example.com/mnist.npz",
@@ -260,6 +297,10 @@ def get_file(
     if unsafe not in ("raise", "skip"):
         raise ValueError(f"unsafe must be 'raise' or 'skip', got {unsafe!r}")
     _check_int(retries, "retries", 0)
+    backoff = _check_seconds(backoff, "backoff", allow_zero=True)
+    checked_timeout = _check_timeout(timeout)
+    if lock_timeout is not None:
+        lock_timeout = _check_seconds(lock_timeout, "lock_timeout", allow_zero=True)
     if md5_hash is not None:
         warnings.warn(
             "md5_hash is deprecated: use file_hash (with hash_algorithm='md5')",
@@ -322,8 +363,8 @@ def get_file(
     state.ensure_folder()
     options = FetchOptions(
         retries=retries,
-        backoff=float(backoff),
-        timeout=timeout,
+        backoff=backoff,
+        timeout=checked_timeout,
         session=session,
         proxies=proxies,
         verify=verify,
@@ -331,7 +372,14 @@ def get_file(
         progress=wants_progress(progress),
     )
     lock = filelock.FileLock(state.lock, timeout=-1 if lock_timeout is None else lock_timeout)
-    with lock:
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise TimeoutError(
+            f"lock_timeout={lock_timeout}: another process still holds the lock {state.lock!r} "
+            f"while it fetches {origin} to {target}"
+        ) from None
+    try:
         if force_download or not _cached_and_valid(target, state, expected):
             if force_download:
                 remove_quietly(state.part)
@@ -339,6 +387,8 @@ def get_file(
             _download(origin, target, state, options, expected)
         if wants_extraction and not _extraction_current(target, target_dir, state):
             _extract(target, target_dir, state, formats, archive_format, unsafe)
+    finally:
+        lock.release()
     return result
 
 

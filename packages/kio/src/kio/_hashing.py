@@ -29,6 +29,7 @@ __all__ = [
 
 HASH_NAMESPACE = "kio.hash"
 _CHUNK = 1 << 20
+_HEX = "0123456789abcdef"
 
 
 class Hasher(Protocol):
@@ -84,14 +85,21 @@ register_builtins()
 
 
 def normalize_hash(file_hash: object, argument: str = "file_hash") -> str:
-    """Check that ``file_hash`` is a str and return it stripped and lower-cased."""
+    """Check that ``file_hash`` is a hex digest str; return it stripped and lower-cased.
+
+    Raises:
+        TypeError: ``file_hash`` is not a str.
+        ValueError: it is empty or holds a character that is not a hex digit.
+    """
     if not isinstance(file_hash, str):
         raise TypeError(
             f"{argument} must be a hex digest str, got {file_hash!r} ({type(file_hash).__name__})"
         )
     value = file_hash.strip().lower()
-    if not value:
-        raise ValueError(f"{argument} must be a non-empty hex digest, got {file_hash!r}")
+    # Checked before any download: a digest with a prefix ("sha256:...") or a typo could
+    # never match a hexdigest, and would only be found out after the whole transfer.
+    if not value or value.strip(_HEX):
+        raise ValueError(f"{argument} must be a non-empty hex digest (0-9, a-f), got {file_hash!r}")
     return value
 
 
@@ -160,11 +168,17 @@ def hash_file(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: an unknown algorithm name (:class:`kregistry.UnknownObjectError`),
+            or a ``chunk_size`` below 1.
+        TypeError: ``algorithm`` is neither a str nor a callable.
 
     Examples:
         >>> hash_file("/dev/null", "md5")
         'd41d8cd98f00b204e9800998ecf8427e'
     """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        # A zero-sized buffer would read nothing and return the digest of empty input.
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     factory = resolve_hash_algorithm(algorithm)
     hasher = factory()
     buffer = bytearray(chunk_size)
@@ -194,6 +208,13 @@ def validate_file(
 
     Returns:
         True when the digests match (case-insensitive).
+
+    Raises:
+        ValueError: ``file_hash`` is not a hex digest, or ``algorithm`` is an unknown
+            name (:class:`kregistry.UnknownObjectError`).
+        TypeError: ``file_hash`` is not a str, or ``algorithm`` is neither a str nor a
+            callable.
+        FileNotFoundError: ``fpath`` does not exist.
 
     Examples:
         >>> validate_file("/dev/null", "d41d8cd98f00b204e9800998ecf8427e")

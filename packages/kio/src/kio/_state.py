@@ -5,8 +5,9 @@ For a cached file ``DIR/NAME`` kio keeps, in the hidden folder ``DIR/.kio/``:
 - ``NAME.lock``: the inter-process lock (``filelock``);
 - ``NAME.part`` and ``NAME.part.json``: bytes of a download in progress, with the URL and
   the validators (ETag, Last-Modified, total size) needed to resume it safely;
-- ``NAME.json``: the digests verified for the file, with its size, mtime and inode, so a
-  later cache hit with ``file_hash`` skips re-reading it while the file is unchanged;
+- ``NAME.json``: the digests verified for the file, with its size, mtime, ctime, inode and
+  device, so a later cache hit with ``file_hash`` skips re-reading it while the file is
+  unchanged;
 - ``NAME.extracted.json``: the extraction marker (archive identity and the top-level
   entries written), so an unchanged archive is not extracted again.
 
@@ -23,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["StatePaths", "FileIdentity", "read_json", "write_json", "remove_quietly"]
+__all__ = ["STATE_DIR", "StatePaths", "FileIdentity", "read_json", "write_json", "remove_quietly"]
 
 STATE_DIR = ".kio"
 
@@ -67,11 +68,18 @@ class StatePaths:
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """What tells a file apart from a changed one without reading it."""
+    """What tells a file apart from a changed one without reading it.
+
+    The change time (``st_ctime_ns``) is the one field a user cannot set back: a file
+    rewritten in place with the same size and its old mtime restored by ``os.utime``
+    still gets a new ctime, so its remembered digest no longer applies.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int
     inode: int
+    device: int
 
     @classmethod
     def of(cls, path: str) -> FileIdentity | None:
@@ -79,10 +87,16 @@ class FileIdentity:
             st = os.stat(path)
         except OSError:
             return None
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
     def as_dict(self) -> dict[str, int]:
-        return {"size": self.size, "mtime_ns": self.mtime_ns, "inode": self.inode}
+        return {
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "ctime_ns": self.ctime_ns,
+            "inode": self.inode,
+            "device": self.device,
+        }
 
     def matches(self, data: object) -> bool:
         return isinstance(data, dict) and all(
