@@ -127,3 +127,24 @@ def distributed_worker(rank: int, world_size: int, store: str, out_dir: str) -> 
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+class HDF5Batches(kdata.Sequence):
+    """Batches of rows of an HDF5Matrix; ``on_epoch_end`` grows the batch size by one and
+    adds 1000 to the values, so both the length and the data change between epochs."""
+
+    def __init__(self, path: str, dataset: str, batch_size: int) -> None:
+        self.rows = kdata.HDF5Matrix(path, dataset)
+        self.batch_size = batch_size
+        self.offset = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        start = index * self.batch_size
+        return self.rows[start : start + self.batch_size] + self.offset, os.getpid()
+
+    def on_epoch_end(self) -> None:
+        self.batch_size += 1
+        self.offset += 1000

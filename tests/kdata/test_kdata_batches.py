@@ -64,6 +64,8 @@ def test_sharded_sampler_gives_every_batch_to_one_rank():
 def test_sampler_rejects_bad_arguments():
     with pytest.raises(ValueError, match="batch_size"):
         SliceBatchSampler(10, 0)
+    with pytest.raises(TypeError, match="batch_size"):
+        SliceBatchSampler(10, 2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shuffle"):
         SliceBatchSampler(10, 2, shuffle="rows")
     with pytest.raises(ValueError, match="shuffle"):

@@ -70,6 +70,18 @@ def test_to_categorical_honours_dtype(dtype):
     assert to_categorical(torch.tensor([1]), 2, dtype=torch.float16).dtype == torch.float16
 
 
+def test_to_categorical_many_classes_few_labels_allocates_only_the_output():
+    # 300,000 classes: a num_classes x num_classes identity would need 360 GB
+    out = to_categorical(np.array([[299_999], [0], [7]]), num_classes=300_000, dtype="uint8")
+    assert out.shape == (3, 300_000) and out.dtype == np.uint8
+    assert out.sum() == 3 and out[0, 299_999] == out[1, 0] == out[2, 7] == 1
+    tensor = to_categorical(torch.tensor([299_999, 1]), num_classes=300_000)
+    assert tensor.shape == (2, 300_000) and float(tensor.sum()) == 2.0
+    # more classes than the identity is built for, more labels than classes
+    labels = np.random.default_rng(0).integers(0, 3000, 5000)
+    np.testing.assert_array_equal(to_categorical(labels, 3000), reference_one_hot(labels, 3000))
+
+
 def test_to_categorical_tensor_stays_on_its_device():
     y = torch.tensor([1, 0])
     assert to_categorical(y, 2).device == y.device

@@ -41,11 +41,32 @@ KEYS = [
     Ellipsis,
     (),
     torch.tensor([2, 0]),
+    # several advanced indices broadcast together (also when the rows come back sorted)
+    ([0, 1], [0, 1]),
+    (np.array([3, 9]), np.array([2, 0])),
+    ([4], Ellipsis, [1]),
+    ([], []),
+    # boolean scalars add an axis; a 2-D mask covers rows and columns
+    True,
+    np.bool_(False),
+    np.array(True),
+    (True, 0),
+    (slice(None), True),
+    np.arange(90).reshape(30, 3) % 4 == 0,
+    np.zeros((30, 3), dtype=bool),
+    np.int32(-2),
+    np.uint8(7),
 ]
 
 
+def _key_id(key: object) -> str:
+    if isinstance(key, np.ndarray) and key.size > 8:
+        return f"array{key.shape}-{key.dtype}"
+    return repr(key)
+
+
 @pytest.mark.parametrize("dataset", ["x", "xz"])
-@pytest.mark.parametrize("key", KEYS, ids=[repr(k) for k in KEYS])
+@pytest.mark.parametrize("key", KEYS, ids=[_key_id(k) for k in KEYS])
 def test_indexing_follows_numpy(matrix_file, dataset, key):
     path, x = matrix_file
     view = x[5:35]
@@ -73,7 +94,9 @@ def test_boolean_masks_and_array_protocol(matrix_file):
         matrix[np.ones(3, dtype=bool)]
 
 
-@pytest.mark.parametrize("key", [30, -31, [0, 30], np.array([-31]), 10**12])
+@pytest.mark.parametrize(
+    "key", [30, -31, [0, 30], np.array([-31]), 10**12, np.int32(-31), np.uint16(30), (0, 3)]
+)
 def test_out_of_range_raises_index_error(matrix_file, key):
     path, _ = matrix_file
     matrix = HDF5Matrix(path, "x", start=10)
@@ -81,7 +104,63 @@ def test_out_of_range_raises_index_error(matrix_file, key):
         matrix[key]
 
 
-@pytest.mark.parametrize("key", [1.5, "a", np.array([0.5]), True, {1}])
+def _random_key(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple:
+    parts = []
+    for size in shape[: rng.integers(1, len(shape) + 1)]:
+        kind = rng.integers(0, 7)
+        if kind == 0:
+            parts.append(int(rng.integers(-size, size)))
+        elif kind == 1:
+            step = int(rng.choice([-3, -1, 1, 2]))
+            parts.append(slice(int(rng.integers(-size, size)), None, step))
+        elif kind == 2:
+            parts.append([int(i) for i in rng.integers(-size, size, rng.integers(0, 4))])
+        elif kind == 3:
+            parts.append(rng.integers(0, size, (2, 2)))
+        elif kind == 4:
+            parts.append(rng.random(size) < 0.5)
+        elif kind == 5:
+            parts.append(np.int64(rng.integers(0, size)))
+        else:
+            parts.append(slice(None))
+    if rng.random() < 0.2:
+        parts.insert(int(rng.integers(0, len(parts) + 1)), None)
+    return tuple(parts)
+
+
+def test_random_keys_agree_with_numpy(make_h5):
+    # numpy decides every result (values, shape, dtype) and every IndexError
+    data = np.arange(12 * 5 * 4, dtype=np.int32).reshape(12, 5, 4)
+    path = make_h5(x=data, chunks={"x": {"chunks": (3, 5, 4), "compression": "gzip"}})
+    matrix = HDF5Matrix(path, "x", start=2, end=11)
+    view = data[2:11]
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        key = _random_key(rng, view.shape)
+        try:
+            expected = view[key]
+        except IndexError:
+            with pytest.raises(IndexError):
+                matrix[key]
+            continue
+        got = matrix[key]
+        assert np.shape(got) == expected.shape, key
+        assert np.asarray(got).dtype == expected.dtype, key
+        np.testing.assert_array_equal(got, expected, err_msg=repr(key))
+
+
+@pytest.mark.parametrize(
+    "key", [np.ones(29, dtype=bool), np.ones(31, dtype=bool), np.ones((29, 3), dtype=bool)]
+)
+def test_mask_of_the_wrong_length_raises_index_error(matrix_file, key):
+    path, x = matrix_file
+    with pytest.raises(IndexError):
+        x[10:][key]  # numpy refuses it too
+    with pytest.raises(IndexError, match="boolean index"):
+        HDF5Matrix(path, "x", start=10)[key]
+
+
+@pytest.mark.parametrize("key", [1.5, "a", np.array([0.5]), {1}, [1.0]])
 def test_bad_key_types_raise_index_error(matrix_file, key):
     path, _ = matrix_file
     with pytest.raises(IndexError, match=r"valid indices|not supported"):
@@ -255,6 +334,8 @@ def test_hdf5_dataset_reads_x_and_y_together(matrix_file, make_h5):
         HDF5Dataset(path, ["x"], normalizers={"z": add_one})
     with pytest.raises(IndexError, match="row key"):
         pair[1, 2]
+    with pytest.raises(IndexError, match="one-dimensional row mask"):
+        pair[np.ones((28, 3), dtype=bool)]
 
 
 @pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])

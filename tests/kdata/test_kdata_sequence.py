@@ -11,6 +11,7 @@ import pytest
 import torch
 from _helpers_kdata import (
     FailingSequence,
+    HDF5Batches,
     LoggedSequence,
     NestedSequence,
     ScopedSequence,
@@ -95,6 +96,31 @@ def test_epochs_keep_kerass_promises(tmp_path, workers, context, persistent):
     else:
         assert pids == {os.getpid()}
     assert seq.tag == 3 and len(seq) == 9
+
+
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=slow)])
+def test_persistent_workers_follow_an_hdf5_sequence_that_changes(make_h5, context):
+    path = make_h5(x=np.arange(23, dtype=np.float64))
+    seq = HDF5Batches(path, "x", batch_size=4)
+    seq[0]  # the parent holds an open handle: the workers must open their own
+    loader = SequenceLoader(
+        seq,
+        shuffle=True,
+        seed=3,
+        num_workers=2,
+        multiprocessing_context=context,
+        persistent_workers=True,
+    )
+    pids = set()
+    with loader:
+        for epoch in range(3):
+            batches = list(loader)
+            # the batch size grew each epoch, and the new offset reached the workers
+            assert len(batches) == -(-23 // (4 + epoch))
+            values = torch.cat([x for x, _ in batches]).tolist()
+            assert sorted(values) == [1000.0 * epoch + v for v in range(23)]
+            pids |= {int(pid) for _, pid in batches}
+    assert len(pids) == 2 and os.getpid() not in pids  # the same two workers throughout
 
 
 def test_persistent_workers_reuse_processes_and_clean_up(tmp_path):
@@ -265,6 +291,8 @@ def test_bad_arguments():
         SequenceLoader(42)
     with pytest.raises(ValueError, match="num_workers"):
         SequenceLoader(seq, num_workers=-1)
+    with pytest.raises(TypeError, match="num_workers"):
+        SequenceLoader(seq, num_workers="2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="persistent_workers"):
         SequenceLoader(seq, persistent_workers=True)
     with pytest.raises(ValueError, match="rank and world_size"):

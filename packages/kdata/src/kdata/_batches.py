@@ -44,7 +44,9 @@ class SliceBatchSampler(Sampler[Any]):
     Each ``iter()`` is one epoch and advances the epoch number; :meth:`set_epoch` sets it.
 
     Raises:
-        ValueError: ``batch_size < 1``, a bad ``shuffle``, ``rank`` or ``world_size``.
+        TypeError: ``length`` is neither an int nor sized, or ``batch_size`` is not an int.
+        ValueError: ``length < 0``, ``batch_size < 1``, a bad ``shuffle``, ``rank`` or
+            ``world_size``.
 
     Examples:
         >>> list(SliceBatchSampler(5, 2))
@@ -72,7 +74,9 @@ class SliceBatchSampler(Sampler[Any]):
             raise TypeError(f"length must be an int or a sized dataset, got {length!r}") from None
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if not any(shuffle is choice or shuffle == choice for choice in _SHUFFLES) or (
             isinstance(shuffle, int) and not isinstance(shuffle, bool)
@@ -173,15 +177,17 @@ def batch_loader(
             ``multiprocessing_context``, ``persistent_workers``, ...).
 
     Raises:
-        TypeError: ``dataloader_kwargs`` sets ``sampler``, ``batch_sampler`` or
-            ``batch_size`` itself.
+        TypeError: ``dataloader_kwargs`` sets ``sampler`` or ``batch_sampler`` (the slice
+            sampler is the point of this function).
+        ValueError: a bad ``batch_size``, ``shuffle``, ``rank`` or ``world_size`` (as
+            :class:`SliceBatchSampler`).
 
     Examples:
         >>> import numpy as np
         >>> [tuple(b.shape) for b in batch_loader(np.zeros((5, 3)), batch_size=2)]
         [(2, 3), (2, 3), (1, 3)]
     """
-    taken = {"sampler", "batch_sampler", "shuffle"} & dataloader_kwargs.keys()
+    taken = {"sampler", "batch_sampler"} & dataloader_kwargs.keys()
     if taken:
         raise TypeError(
             f"batch_loader sets {sorted(taken)} itself; pass shuffle=False/True/'batch' and "

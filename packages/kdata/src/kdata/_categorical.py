@@ -11,6 +11,10 @@ import torch
 
 __all__ = ["to_categorical", "normalize"]
 
+# to_categorical gathers rows of a num_classes x num_classes identity up to this many
+# classes (at most 8 MiB of float64); beyond it, it fills zeros and sets the ones
+_MAX_IDENTITY_CLASSES = 1024
+
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "half": torch.float16,
@@ -99,7 +103,7 @@ def to_categorical(
 def to_categorical(
     y: Any, num_classes: int | None = None, dtype: Any = "float32"
 ) -> np.ndarray[Any, Any] | torch.Tensor:
-    """Convert a vector of class indices to a binary (one-hot) class matrix.
+    """One-hot encode integer class labels (numpy array-like or tensor).
 
     Keras 2's contract: the result has shape ``y.shape + (num_classes,)``, except that a
     trailing axis of size 1 is replaced (``(3, 1)`` gives ``(3, num_classes)``); ``(1,)``
@@ -169,9 +173,15 @@ def _to_categorical_numpy(
             f"class index {high!r} (flat position {int(np.argmax(flat))}) is out of range for "
             f"num_classes={num_classes}; labels must be in [0, {num_classes})"
         )
-    # gathering rows of an identity matrix writes each output byte once (no zero-fill pass)
-    identity = np.eye(num_classes, dtype=dtype)
-    out = np.take(identity, flat.astype(np.intp, copy=False), axis=0)
+    index = flat.astype(np.intp, copy=False)
+    if num_classes <= min(index.size, _MAX_IDENTITY_CLASSES):
+        # gathering rows of an identity matrix writes each output byte once (no zero-fill
+        # pass); the identity stays small, and no larger than the output
+        out = np.take(np.eye(num_classes, dtype=dtype), index, axis=0)
+    else:
+        # many classes, few labels: an identity of num_classes**2 would dwarf the output
+        out = np.zeros((index.size, num_classes), dtype=dtype)
+        out[np.arange(index.size), index] = 1
     return out.reshape((*shape, num_classes))
 
 

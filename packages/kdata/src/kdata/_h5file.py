@@ -30,7 +30,6 @@ class DatasetInfo:
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
     chunks: tuple[int, ...] | None
-    compressed: bool
     mmap_offset: int | None  # byte offset of a contiguous, unfiltered, numeric dataset
 
     @property
@@ -100,7 +99,6 @@ def inspect_dataset(file: h5py.File, name: str, datapath: str) -> DatasetInfo:
         shape=tuple(obj.shape),
         dtype=obj.dtype,
         chunks=tuple(obj.chunks) if obj.chunks is not None else None,
-        compressed=compressed,
         mmap_offset=offset,
     )
 

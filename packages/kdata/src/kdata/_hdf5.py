@@ -19,7 +19,7 @@ from kdata._h5file import (
     open_checked,
 )
 from kdata._order import _as_int
-from kdata._rows import RowPlan, plan_rows, split_key
+from kdata._rows import RowPlan, has_array_index, plan_rows, split_key
 
 __all__ = ["HDF5Matrix", "HDF5Dataset", "BatchRows"]
 
@@ -83,15 +83,18 @@ class HDF5Matrix(Dataset[Any]):
     """A read-only, array-like view of rows ``[start, end)`` of an HDF5 dataset.
 
     Indexing follows numpy: ints and negative ints (relative to the view), slices with any
-    step, unsorted and repeated index lists or arrays, boolean row masks, and tuples for
-    the other axes; an index out of range raises ``IndexError``. ``len``, ``shape``,
-    ``dtype``, ``ndim``, ``size`` and ``np.asarray(matrix)`` work. It is also a torch
-    ``Dataset``: ``matrix[i]`` is a row, ``matrix.__getitems__(indices)`` reads a whole
-    batch in one HDF5 read (sorted, then put back in the asked order). Files are opened
-    lazily, read-only, once per process, so the object pickles and works in DataLoader
-    workers (fork and spawn). A contiguous, uncompressed numeric dataset is read through
-    a read-only memory map; a chunked one gets a chunk cache large enough that batched
-    reads decompress each chunk once.
+    step, unsorted and repeated index lists or arrays, boolean masks (over the rows or
+    several leading axes), and tuples for the other axes (index arrays on several axes
+    broadcast together); ``matrix[key]`` equals ``np.asarray(matrix)[key]`` and an index
+    out of range raises ``IndexError``, but only the rows the key needs are read.
+    ``len``, ``shape``, ``dtype``, ``ndim``, ``size`` and ``np.asarray(matrix)`` work.
+
+    It is also a torch ``Dataset``: ``matrix[i]`` is a row, and
+    ``matrix.__getitems__(indices)`` reads a whole batch in one HDF5 read (sorted, then
+    put back in the asked order). Files are opened lazily, read-only, once per process,
+    so the object pickles and works in DataLoader workers (fork and spawn). A contiguous,
+    uncompressed numeric dataset is read through a read-only memory map; a chunked one
+    gets a chunk cache large enough that batched reads decompress each chunk once.
 
     Args:
         datapath: path of the HDF5 file.
@@ -212,7 +215,11 @@ class HDF5Matrix(Dataset[Any]):
         block = self._read(plan)
         if whole:
             return block[key]
-        out = block[(plan.local, *rest)] if rest else block[plan.local]
+        local = plan.local
+        if rest and plan.kind == "rows" and isinstance(local, slice) and has_array_index(rest):
+            # numpy broadcasts a row index array with the other axes' arrays: a slice would not
+            local = np.arange(plan.count)
+        out = block[(local, *rest)] if rest else block[local]
         if isinstance(out, np.ndarray) and plan.kind == "range" and plan.local != slice(None):
             out = np.ascontiguousarray(out)  # a reversed slice: no negative strides
         return out
@@ -381,6 +388,11 @@ class HDF5Dataset(Dataset[Any]):
                 f"{key!r}; index the members (.matrices) for other axes"
             )
         plan = plan_rows(key, len(self))
+        if isinstance(plan.local, np.ndarray) and plan.local.dtype == np.bool_:
+            raise IndexError(
+                f"HDF5Dataset takes a one-dimensional row mask, got a boolean index of shape "
+                f"{np.shape(key)}; index the members (.matrices) for other axes"
+            )
         return plan, [matrix._read(plan) for matrix in self.matrices]
 
     def __getitem__(self, key: Any) -> Any:

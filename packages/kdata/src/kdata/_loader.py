@@ -183,7 +183,9 @@ class SequenceLoader:
                 f"sequence must have __getitem__ and __len__ (a kdata.Sequence), got "
                 f"{type(sequence).__name__}"
             )
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int):
+            raise TypeError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")

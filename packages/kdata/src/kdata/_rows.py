@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RowPlan", "plan_rows", "split_key"]
+__all__ = ["RowPlan", "has_array_index", "plan_rows", "split_key"]
 
 _VALID = (
     "only integers, slices (`:`), ellipsis (`...`), None, lists and integer or boolean "
@@ -23,7 +23,8 @@ class RowPlan:
 
     ``kind`` is ``"range"`` (``start``, ``stop``, ``step > 0``) or ``"rows"`` (``rows``:
     sorted, unique). ``local`` indexes the block read, giving the requested rows in the
-    requested order (an int, a slice, or an index array).
+    requested order (an int, a slice, an index array, or, for a mask over several leading
+    axes, the mask's rows that were read).
     """
 
     kind: str
@@ -41,20 +42,45 @@ class RowPlan:
         return len(self.rows)
 
 
+def _is_bool_scalar(key: Any) -> bool:
+    if isinstance(key, (bool, np.bool_)):
+        return True
+    return isinstance(key, np.ndarray) and key.ndim == 0 and key.dtype == np.bool_
+
+
+def _from_torch(key: Any) -> Any:
+    if isinstance(key, torch.Tensor):
+        return key.detach().cpu().numpy()
+    if isinstance(key, tuple):
+        return tuple(_from_torch(part) for part in key)
+    return key
+
+
 def split_key(key: Any) -> tuple[Any, Any, bool]:
-    """``(row_key, rest, whole)``: ``whole`` means the full key applies to all rows."""
+    """``(row_key, rest, whole)``; tensors in ``key`` become numpy arrays.
+
+    ``whole`` means the first element of the key does not select rows (``None``, a
+    leading ``...``, a boolean scalar, which adds an axis): the full key then applies to
+    all rows, and ``rest`` is that full key.
+    """
+    key = _from_torch(key)
     if isinstance(key, tuple):
         if not key:
             return slice(None), (), False
         first, rest = key[0], key[1:]
-        if first is Ellipsis or first is None:
+        if first is Ellipsis or first is None or _is_bool_scalar(first):
             return slice(None), key, True
         return first, rest, False
     if key is Ellipsis:
         return slice(None), (), False
-    if key is None:
+    if key is None or _is_bool_scalar(key):
         return slice(None), key, True
     return key, (), False
+
+
+def has_array_index(parts: tuple[Any, ...]) -> bool:
+    """Whether ``parts`` holds an index that numpy broadcasts with an array row index."""
+    return any(isinstance(part, (list, np.ndarray)) or _is_bool_scalar(part) for part in parts)
 
 
 def _as_index_array(key: Any) -> np.ndarray[Any, Any] | None:
@@ -99,13 +125,16 @@ def plan_rows(key: Any, length: int) -> RowPlan:
         index %= length if length else 1
         return RowPlan("range", 0, index, index + 1, 1)
     if array.dtype == np.bool_:
-        if array.ndim != 1 or array.shape[0] != length:
+        if array.ndim == 0 or array.shape[0] != length:
             raise IndexError(
                 f"boolean index of shape {array.shape} does not match the {length} rows "
-                f"(a row mask must be one-dimensional with one entry per row)"
+                f"(a row mask needs one entry per row along its first axis)"
             )
-        rows = np.flatnonzero(array)
-        return RowPlan("rows", slice(None), rows=rows)
+        if array.ndim == 1:
+            return RowPlan("rows", slice(None), rows=np.flatnonzero(array))
+        # a mask over several leading axes: read the rows it touches, apply the rest
+        rows = np.flatnonzero(array.any(axis=tuple(range(1, array.ndim))))
+        return RowPlan("rows", array[rows], rows=rows)
     if array.dtype.kind not in "iu":
         raise IndexError(f"index array of dtype {array.dtype}: {_VALID}")
     if array.ndim == 0:

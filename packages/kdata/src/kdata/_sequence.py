@@ -12,28 +12,29 @@ __all__ = ["Sequence"]
 
 
 class Sequence(Dataset[Any], metaclass=ABCMeta):
-    """Base class for fitting to a sequence of batches, such as a dataset (Keras's contract).
+    """A dataset cut into batches, with Keras's contract, as a torch ``Dataset``.
 
-    Every ``Sequence`` implements ``__getitem__`` (returns a whole batch) and ``__len__``
-    (the number of batches in an epoch); ``on_epoch_end`` may change the data between
-    epochs. A ``Sequence`` is a torch ``Dataset`` of batches, so
-    ``DataLoader(seq, batch_size=None, num_workers=k)`` works as is;
-    :class:`kdata.SequenceLoader` adds the epoch guarantees (every batch exactly once,
-    ``on_epoch_end`` once per epoch in the main process, seeded shuffling, tensors,
-    sharding across ``torch.distributed`` ranks).
+    A subclass defines ``__len__`` (how many batches one epoch has) and
+    ``__getitem__(index)`` (batch ``index``, whole: arrays, a tuple or a dict of them);
+    it may define ``on_epoch_end`` to reshuffle or otherwise change the data between
+    epochs. Being a torch ``Dataset`` of batches, it goes straight into
+    ``DataLoader(seq, batch_size=None, num_workers=k)``; :class:`kdata.SequenceLoader`
+    adds the epoch guarantees (every batch exactly once, ``on_epoch_end`` once per epoch
+    in the main process, seeded shuffling, tensors, sharding across
+    ``torch.distributed`` ranks).
 
     Examples:
-        >>> import math
         >>> import numpy as np
-        >>> class Batches(Sequence):
-        ...     def __init__(self, x, batch_size):
-        ...         self.x, self.batch_size = x, batch_size
+        >>> class Windows(Sequence):
+        ...     def __init__(self, signal, width):
+        ...         self.signal, self.width = signal, width
         ...     def __len__(self):
-        ...         return math.ceil(len(self.x) / self.batch_size)
-        ...     def __getitem__(self, idx):
-        ...         return self.x[idx * self.batch_size:(idx + 1) * self.batch_size]
-        >>> [len(b) for b in Batches(np.arange(5), 2)]
-        [2, 2, 1]
+        ...         return len(self.signal) // self.width
+        ...     def __getitem__(self, index):
+        ...         start = index * self.width
+        ...         return self.signal[start:start + self.width]
+        >>> [w.tolist() for w in Windows(np.arange(7), 3)]
+        [[0, 1, 2], [3, 4, 5]]
     """
 
     @abstractmethod
