@@ -1,246 +1,422 @@
-"""Check kparallel's CUDA path (torch.nn.parallel: replicate, scatter, parallel_apply,
-gather) on whatever GPUs this machine has, and time it.
+"""Check kparallel's multi_gpu_model on the GPUs of this machine, and time it.
 
-    python tools/gpu_check.py [--steps 30]
+    python tools/gpu_check.py [--steps 20] [--budget 240] [--require-gpu] [--devices LIST]
 
-With one GPU, two replicas share it (devices=["cuda:0", "cuda:0"]), which still runs
-replicate/scatter/parallel_apply/gather. With several, it also uses every GPU (gpus=N).
-For each configuration it checks, against the plain model on cuda:0: forward outputs on an
-uneven batch, template gradients, ten SGD steps, then cpu_merge=False and
-cpu_relocation=True; and it prints the training-step time ratio of the wrapper vs
-nn.DataParallel (same device ids) and vs the plain model. Exit status 1 if a check fails.
-Without a GPU it says so and exits 0 (nothing to check).
+What a CPU-only CI cannot catch: the torch.nn.parallel path (replicate, Scatter,
+parallel_apply, Gather), device moves, cpu_merge, cpu_relocation, and gradients flowing
+back to the template through Broadcast / ReduceAddCoalesced. For every configuration this
+machine allows it runs, against the plain model (same weights, TF32 off):
+
+* configurations: two replicas on one GPU (devices=["cuda:0", "cuda:0"]: replicate's
+  same-device case), every GPU (gpus=N), GPUs in reverse order (gpus=[N-1, ..., 0]: the
+  template on a GPU that is not the current device), and a mixed ["cuda:0", "cpu"] list
+  (the generic path with a GPU in it);
+* for each, cpu_merge True/False x cpu_relocation False/True: which path is taken, where
+  the template lives and where outputs land; forward equality on uneven batches (7 rows,
+  fewer rows than replicas, 0 rows, 2N+1 rows); gradients of the template's parameters and
+  of the input; no_grad; five SGD-with-momentum steps; state_dict keys;
+* dict / tuple inputs and outputs, keyword and 0-dim tensor arguments, non-tensor outputs,
+  per-replica 0-dim losses;
+* BatchNorm: after one training call the running statistics equal a plain model run on
+  the first chunk and num_batches_tracked is 1 (nn.DataParallel's count is printed for
+  comparison); eval mode equals the plain model;
+* timings (medians): training step of the wrapper (cpu_merge True/False, cpu_relocation)
+  against nn.DataParallel on the same device ids and against the plain model on one GPU,
+  ratios printed (informational; --strict-timing makes a wrapper more than 1.25x slower
+  than nn.DataParallel a failure).
+
+Exit status: 0 when every check passed, 1 on any mismatch or error, 2 when there is no
+GPU and --require-gpu was given (without it: a note and 0). The whole run stops with a
+failure past --budget seconds. `--devices cpu,cpu` runs the same checks on another device
+list (how this script itself is tested on a machine without a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 import kparallel as kp
 
+D_IN, HIDDEN, D_OUT = 32, 64, 5
 FAILURES: list[str] = []
+WARNINGS: list[str] = []
+CPU = torch.device("cpu")
+
+
+class OverBudget(Exception):
+    pass
+
+
+DEADLINE = [float("inf")]
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
     print(f"  [{'ok' if ok else 'FAIL'}] {name}{(': ' + detail) if detail else ''}", flush=True)
     if not ok:
         FAILURES.append(name)
+    if time.monotonic() > DEADLINE[0]:
+        raise OverBudget
 
 
-def make_mlp(seed: int = 0, width: int = 512, hidden: int = 1024) -> nn.Module:
+def diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    if a.shape != b.shape:
+        return float("inf")
+    return 0.0 if a.numel() == 0 else float((a - b).abs().max())
+
+
+def check_close(name: str, a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> None:
+    d = diff(a, b)
+    check(name, d <= tol, f"max |diff| {d:.2e}, shapes {tuple(a.shape)} / {tuple(b.shape)}")
+
+
+def make_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Linear(width, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, 10),
+    return nn.Sequential(nn.Linear(D_IN, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, D_OUT))
+
+
+class Structured(nn.Module):
+    """Tuple and dict in, dict out, keyword and 0-dim tensor arguments, a non-tensor out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = nn.Linear(3, 4)
+        self.b = nn.Linear(5, 4)
+
+    def forward(
+        self,
+        pair: tuple[torch.Tensor, torch.Tensor],
+        extra: dict[str, torch.Tensor],
+        *,
+        scale: float,
+        shift: torch.Tensor,
+        tag: str,
+    ) -> dict[str, Any]:
+        u, v = pair
+        h = (self.a(u) + self.b(v) + extra["w"]) * scale + shift
+        return {"out": h, "aux": (h.sum(1), [v]), "loss": h.pow(2).mean(), "tag": tag}
+
+
+def home_of(devices: list[torch.device], cpu_relocation: bool, before: torch.device) -> Any:
+    """Where multi_gpu_model leaves the template."""
+    if cpu_relocation:
+        return CPU
+    if all(d.type == "cuda" for d in devices):
+        return devices[0]
+    return before
+
+
+def check_variant(
+    devices: list[str] | None, gpus: Any, cpu_merge: bool, cpu_relocation: bool
+) -> None:
+    print(f"  -- cpu_merge={cpu_merge}, cpu_relocation={cpu_relocation}", flush=True)
+    plain, template = make_mlp(), make_mlp()
+    parallel = kp.multi_gpu_model(template, gpus, cpu_merge, cpu_relocation, devices=devices)
+    used = parallel.devices
+    home = home_of(used, cpu_relocation, CPU)
+    plain.to(home)
+    merge = CPU if cpu_merge else used[0]
+    torch_path = not cpu_relocation and all(d.type == "cuda" for d in used)
+    check("replica path", parallel.uses_torch_parallel == torch_path, f"torch={torch_path}")
+    check(
+        "template placement",
+        all(p.device == home for p in template.parameters()),
+        f"expected {home}, got {next(template.parameters()).device}",
     )
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach().float().cpu() - b.detach().float().cpu()).abs().max())
-
-
-def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> tuple[bool, str]:
-    d = max_diff(a, b)
-    return d <= tol, f"max |diff| {d:.2e}"
-
-
-def correctness(devices: list[str] | None, gpus: int | None, label: str) -> None:
-    print(f"\n== {label}", flush=True)
-    first = torch.device("cuda", 0) if devices is None else torch.device(devices[0])
-    # TF32 would make the GPU matmuls differ from each other at the 1e-3 level.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    x = torch.randn(7, 512)
-    y = torch.randint(0, 10, (7,))
-    plain = make_mlp().to(first)
-    template = make_mlp()
-    parallel = kp.multi_gpu_model(template, gpus=gpus, devices=devices)
-    check("uses the torch.nn.parallel path", parallel.uses_torch_parallel)
-    check("template moved to the first device", next(template.parameters()).device == first)
-    out = parallel(x)
-    check("output merged on the CPU (cpu_merge=True)", out.device.type == "cpu")
-    check("forward equals plain model (7 rows)", *close(out, plain(x.to(first))))
-    loss_fn = nn.CrossEntropyLoss()
-    loss_fn(parallel(x), y).backward()
-    loss_fn(plain(x.to(first)), y.to(first)).backward()
+    check(
+        "state_dict keys are the template's",
+        list(parallel.state_dict()) == list(template.state_dict()),
+    )
+    n = len(used)
+    for rows in (7, 1, 0, 2 * n + 1):
+        x = torch.randn(rows, D_IN)
+        out = parallel(x)
+        check(f"{rows} rows: output on {merge}", out.device == merge, str(out.device))
+        check_close(f"{rows} rows: forward equals plain", out, plain(x.to(home)))
+    x = torch.randn(7, D_IN, requires_grad=True)
+    y = torch.randint(0, D_OUT, (7,))
+    nn.functional.cross_entropy(parallel(x), y.to(merge)).backward()
+    xp = x.detach().clone().requires_grad_()
+    nn.functional.cross_entropy(plain(xp.to(home)), y.to(home)).backward()
     worst = max(
-        max_diff(p.grad, q.grad)  # type: ignore[arg-type]
+        diff(p.grad, q.grad) if p.grad is not None else float("inf")
         for p, q in zip(template.parameters(), plain.parameters(), strict=True)
     )
-    check("template gradients equal plain gradients", worst <= 1e-4, f"max |diff| {worst:.2e}")
-    for net in (parallel, plain):
-        net.zero_grad(set_to_none=True)
-    g = torch.Generator().manual_seed(1)
+    check("template gradients equal plain", worst <= 1e-4, f"max |diff| {worst:.2e}")
+    check(
+        "gradients stay with the template",
+        all(p.grad is not None and p.grad.device == home for p in template.parameters()),
+    )
+    check_close("input gradient equals plain", x.grad, xp.grad)  # type: ignore[arg-type]
+    with torch.no_grad():
+        out = parallel(torch.randn(5, D_IN))
+    check("no_grad: output has no graph", not out.requires_grad)
+    g = torch.Generator().manual_seed(2)
     batches = [
-        (torch.randn(9, 512, generator=g), torch.randint(0, 10, (9,), generator=g))
-        for _ in range(10)
+        (torch.randn(9, D_IN, generator=g), torch.randint(0, D_OUT, (9,), generator=g))
+        for _ in range(5)
     ]
-    for net, dev in ((parallel, torch.device("cpu")), (plain, first)):
+    for net, x_dev, y_dev in ((parallel, CPU, merge), (plain, home, home)):
+        net.zero_grad(set_to_none=True)
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
         for bx, by in batches:
             opt.zero_grad()
-            loss_fn(net(bx.to(dev)), by.to(dev) if dev.type == "cpu" else by.to(first)).backward()
+            nn.functional.cross_entropy(net(bx.to(x_dev)), by.to(y_dev)).backward()
             opt.step()
-    worst = max(
-        max_diff(p, q) for p, q in zip(template.parameters(), plain.parameters(), strict=True)
+    worst = max(diff(p, q) for p, q in zip(template.parameters(), plain.parameters(), strict=True))
+    check("five SGD steps match plain", worst <= 1e-4, f"max |diff| {worst:.2e}")
+
+
+def check_structures(devices: list[str] | None, gpus: Any) -> None:
+    print("  -- structured inputs and outputs", flush=True)
+    template = Structured()
+    parallel = kp.multi_gpu_model(template, gpus, devices=devices)
+    home = next(template.parameters()).device
+    reference = copy.deepcopy(template)
+    u, v, w = torch.randn(7, 3), torch.randn(7, 5), torch.randn(7, 4)
+    shift = torch.tensor(0.25)
+    got = parallel((u, v), {"w": w}, scale=2.0, shift=shift, tag="t")
+    want = reference(
+        (u.to(home), v.to(home)), {"w": w.to(home)}, scale=2.0, shift=shift.to(home), tag="t"
     )
-    check("ten SGD steps match the plain model", worst <= 1e-4, f"max |diff| {worst:.2e}")
-    state = template.state_dict()
-    check("state_dict keys are the template's", list(parallel.state_dict()) == list(state))
-
-    on_gpu = kp.multi_gpu_model(make_mlp(), gpus=gpus, devices=devices, cpu_merge=False)
-    out = on_gpu(x)
-    check("cpu_merge=False merges on the first device", out.device == first, str(out.device))
-    check("cpu_merge=False output equals plain", *close(out, plain_copy(first)(x.to(first))))
-
-    reloc_t = make_mlp()
-    reloc = kp.multi_gpu_model(reloc_t, gpus=gpus, devices=devices, cpu_relocation=True)
+    check("dict output keys", set(got) == {"out", "aux", "loss", "tag"}, str(sorted(got)))
+    check_close("dict/tuple inputs: out equals plain", got["out"], want["out"])
     check(
-        "cpu_relocation keeps the template on the CPU",
-        next(reloc_t.parameters()).device.type == "cpu",
+        "tuple/list output types kept",
+        isinstance(got["aux"], tuple) and isinstance(got["aux"][1], list),
     )
-    ref = make_mlp()
-    out = reloc(x)
-    check("cpu_relocation forward equals plain", *close(out, ref(x)))
-    loss_fn(reloc(x), y).backward()
-    loss_fn(ref(x), y).backward()
-    worst = max(
-        max_diff(p.grad, q.grad)  # type: ignore[arg-type]
-        for p, q in zip(reloc_t.parameters(), ref.parameters(), strict=True)
-    )
+    check_close("tuple output equals plain", got["aux"][0], want["aux"][0])
+    check_close("list output equals the input rows", got["aux"][1][0], v)
+    replicas = len(kp.split_sizes(7, len(parallel.devices)))
     check(
-        "cpu_relocation gradients reach the CPU weights", worst <= 1e-4, f"max |diff| {worst:.2e}"
+        "0-dim outputs stacked, one per replica",
+        tuple(got["loss"].shape) == (replicas,),
+        str(tuple(got["loss"].shape)),
     )
-
-    dicts = kp.multi_gpu_model(DictNet(), gpus=gpus, devices=devices)
-    got = dicts({"a": x}, scale=2.0)
-    check("dict in / dict out, non-tensor kwarg", set(got) == {"y", "n"} and got["n"] == 2.0)
-    small = parallel(x[:1])
-    check("batch of 1 runs on one replica", small.shape == (1, 10))
-
-
-class DictNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(512, 4)
-
-    def forward(self, batch: dict[str, torch.Tensor], *, scale: float) -> dict[str, object]:
-        return {"y": self.lin(batch["a"]) * scale, "n": scale}
+    check("equal non-tensor output returned once", got["tag"] == "t")
+    got["out"].sum().backward()
+    want["out"].sum().backward()
+    worst = max(
+        diff(p.grad, q.grad) if p.grad is not None else float("inf")
+        for p, q in zip(template.parameters(), reference.parameters(), strict=True)
+    )
+    check("structured gradients equal plain", worst <= 1e-4, f"max |diff| {worst:.2e}")
 
 
-def plain_copy(device: torch.device) -> nn.Module:
-    return make_mlp().to(device)
+def check_batchnorm(devices: list[str] | None, gpus: Any, cpu_relocation: bool) -> None:
+    print(f"  -- BatchNorm buffers (cpu_relocation={cpu_relocation})", flush=True)
+    torch.manual_seed(3)
+    template = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6))
+    reference = copy.deepcopy(template)
+    parallel = kp.multi_gpu_model(template, gpus, cpu_relocation=cpu_relocation, devices=devices)
+    home = next(template.parameters()).device
+    reference.to(home)
+    x = torch.randn(8, 4)
+    parallel(x)
+    first_rows = kp.split_sizes(8, len(parallel.devices))[0]
+    reference(x[:first_rows].to(home))
+    bn, ref = template[1], reference[1]
+    check(
+        "num_batches_tracked counts the call once",
+        int(bn.num_batches_tracked) == 1,
+        str(int(bn.num_batches_tracked)),
+    )
+    check_close("running_mean = first chunk's update", bn.running_mean, ref.running_mean, 1e-5)
+    check_close("running_var = first chunk's update", bn.running_var, ref.running_var, 1e-5)
+    parallel.eval()
+    check("eval() reaches the template", not template.training and not bn.training)
+    xe = torch.randn(8, 4)
+    check_close("eval: output equals plain", parallel(xe), template(xe.to(home)))
+    ids = [d.index for d in parallel.devices if d.type == "cuda"]
+    if not cpu_relocation and len(ids) == len(parallel.devices):
+        torch.manual_seed(3)
+        dp_model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)).to(parallel.devices[0])
+        nn.DataParallel(dp_model, device_ids=ids)(x.to(parallel.devices[0]))
+        print(
+            f"       (nn.DataParallel on {ids}: num_batches_tracked "
+            f"{int(dp_model[1].num_batches_tracked)})"
+        )
+
+
+def correctness(devices: list[str] | None, gpus: Any, label: str) -> None:
+    print(f"\n== {label}", flush=True)
+    for cpu_merge in (True, False):
+        for cpu_relocation in (False, True):
+            try:
+                check_variant(devices, gpus, cpu_merge, cpu_relocation)
+            except OverBudget:
+                raise
+            except Exception:
+                traceback.print_exc()
+                check(f"{label} cpu_merge={cpu_merge} cpu_relocation={cpu_relocation}", False)
+    for step in (
+        lambda: check_structures(devices, gpus),
+        lambda: check_batchnorm(devices, gpus, False),
+        lambda: check_batchnorm(devices, gpus, True),
+    ):
+        try:
+            step()
+        except OverBudget:
+            raise
+        except Exception:
+            traceback.print_exc()
+            check(f"{label}: raised", False)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def timed(step: Callable[[], None], steps: int) -> float:
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
+    sync()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def timing(devices: list[str], steps: int, batch: int) -> None:
-    ids = [torch.device(d).index or 0 for d in devices]
-    first = torch.device("cuda", ids[0])
-    print(f"\n== step time, devices {devices}, batch {batch}, MLP 512-1024-1024-10", flush=True)
-    x = torch.randn(batch, 512)
-    y = torch.randint(0, 10, (batch,))
-    loss_fn = nn.CrossEntropyLoss()
+def big_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 100)
+    )
 
-    def stepper(net: nn.Module, target: torch.device) -> Callable[[], None]:
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+
+def timing(devices: list[str], steps: int, batch: int, strict: bool) -> None:
+    resolved = [torch.device(d) for d in devices]
+    first = resolved[0]
+    print(f"\n== step time, devices {devices}, batch {batch}, MLP 1024-4096-4096-100", flush=True)
+    x = torch.randn(batch, 1024)
+    y = torch.randint(0, 100, (batch,))
+
+    def stepper(net: nn.Module, x_dev: torch.device) -> Callable[[], None]:
+        opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+        xs = x.to(x_dev)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            out = net(x.to(target, non_blocking=True) if target.type == "cuda" else x)
-            loss_fn(out, y.to(out.device)).backward()
+            out = net(xs)
+            nn.functional.cross_entropy(out, y.to(out.device)).backward()
             opt.step()
 
         return step
 
-    ours = stepper(kp.multi_gpu_model(make_mlp(), devices=devices), torch.device("cpu"))
-    ours_gpu_merge = stepper(
-        kp.multi_gpu_model(make_mlp(), devices=devices, cpu_merge=False), torch.device("cpu")
+    rows: list[tuple[str, float]] = []
+
+    def add(name: str, step: Callable[[], None]) -> float:
+        t = timed(step, steps)
+        rows.append((name, t))
+        print(f"  {name:<44} {t * 1e3:9.2f} ms", flush=True)
+        if time.monotonic() > DEADLINE[0]:
+            raise OverBudget
+        return t
+
+    t_plain = add(f"plain model on {first}", stepper(big_mlp().to(first), first))
+    t_cpu = add(
+        "multi_gpu_model cpu_merge=True (Keras default)",
+        stepper(kp.multi_gpu_model(big_mlp(), devices=devices), CPU),
     )
-    plain = stepper(make_mlp().to(first), first)
-    t_ours, t_merge, t_plain = timed(ours, steps), timed(ours_gpu_merge, steps), timed(plain, steps)
-    print(f"  multi_gpu_model (cpu_merge=True)  {t_ours * 1e3:8.2f} ms")
-    print(f"  multi_gpu_model (cpu_merge=False) {t_merge * 1e3:8.2f} ms")
-    print(f"  plain model on {first}          {t_plain * 1e3:8.2f} ms")
-    try:
-        dp = stepper(
-            nn.DataParallel(make_mlp().to(first), device_ids=ids, output_device=ids[0]), first
-        )
-        t_dp = timed(dp, steps)
-        print(f"  nn.DataParallel(device_ids={ids})   {t_dp * 1e3:8.2f} ms")
-        print(
-            f"  ratio ours(cpu_merge=False) / DataParallel: {t_merge / t_dp:.2f}  "
-            "(same merge device; <1 is faster)"
-        )
-        print(f"  ratio ours(cpu_merge=True)  / DataParallel: {t_ours / t_dp:.2f}")
-    except Exception as exc:  # DataParallel may refuse repeated ids: report, don't fail
-        print(f"  nn.DataParallel could not run here: {type(exc).__name__}: {exc}")
+    t_gpu = add(
+        "multi_gpu_model cpu_merge=False",
+        stepper(kp.multi_gpu_model(big_mlp(), devices=devices, cpu_merge=False), first),
+    )
+    t_rel = add(
+        "multi_gpu_model cpu_relocation=True",
+        stepper(kp.multi_gpu_model(big_mlp(), devices=devices, cpu_relocation=True), CPU),
+    )
+    ids = [d.index for d in resolved]
+    dp = nn.DataParallel(big_mlp().to(first), device_ids=ids, output_device=ids[0])
+    t_dp = add(f"nn.DataParallel(device_ids={ids})", stepper(dp, first))
+    print(f"  ratio cpu_merge=False / DataParallel: {t_gpu / t_dp:.2f} (same merge device)")
+    print(f"  ratio cpu_merge=True  / DataParallel: {t_cpu / t_dp:.2f}")
+    print(f"  ratio cpu_relocation  / DataParallel: {t_rel / t_dp:.2f}")
     print(
-        f"  ratio ours(cpu_merge=True) / plain: {t_ours / t_plain:.2f}  "
-        f"ours(cpu_merge=False) / plain: {t_merge / t_plain:.2f}"
+        f"  ratio vs plain: cpu_merge=False {t_gpu / t_plain:.2f}, cpu_merge=True "
+        f"{t_cpu / t_plain:.2f}, DataParallel {t_dp / t_plain:.2f}"
     )
+    if t_gpu / t_dp > 1.25:
+        message = f"cpu_merge=False is {t_gpu / t_dp:.2f}x nn.DataParallel's step on {devices}"
+        print(f"  [slow] {message}")
+        (FAILURES if strict else WARNINGS).append(message)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant")
-    parser.add_argument("--batch", type=int, default=512, help="batch size for timings")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    parser.add_argument("--batch", type=int, default=2048, help="batch size for timings")
+    parser.add_argument("--budget", type=float, default=240.0, help="seconds for the run")
+    parser.add_argument("--require-gpu", action="store_true", help="exit 2 without a GPU")
+    parser.add_argument("--strict-timing", action="store_true", help="slow is a failure")
+    parser.add_argument("--no-timing", action="store_true", help="correctness only")
+    parser.add_argument("--devices", help="check this comma-separated device list only")
     args = parser.parse_args()
-    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-        print(
-            "gpu_check: no CUDA GPU is visible to this process; nothing to check "
-            "(the CPU path is covered by tests/kparallel)."
-        )
-        return 0
-    count = torch.cuda.device_count()
-    names = ", ".join(torch.cuda.get_device_name(i) for i in range(count))
-    print(f"gpu_check: torch {torch.__version__}, {count} GPU(s): {names}")
-    configs: list[tuple[list[str] | None, int | None, str]] = [
-        (["cuda:0", "cuda:0"], None, "two replicas on cuda:0 (devices=['cuda:0', 'cuda:0'])")
-    ]
-    if count >= 2:
-        configs.append((None, count, f"gpus={count} (every GPU)"))
-    for devices, gpus, label in configs:
-        try:
+    DEADLINE[0] = time.monotonic() + args.budget
+    count = kp.visible_gpus()
+    print(f"gpu_check: torch {torch.__version__}, {count} GPU(s)", flush=True)
+    for i in range(count):
+        print(f"  cuda:{i}: {torch.cuda.get_device_name(i)}")
+    if torch.cuda.is_available():
+        # TF32 would make split and unsplit matmuls differ at the 1e-3 level.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    configs: list[tuple[list[str] | None, Any, str]] = []
+    timing_sets: list[list[str]] = []
+    if args.devices:
+        chosen = [d.strip() for d in args.devices.split(",")]
+        configs.append((chosen, None, f"devices={chosen}"))
+        if all(torch.device(d).type == "cuda" for d in chosen):
+            timing_sets.append(chosen)
+    elif count == 0:
+        print("gpu_check: no CUDA GPU is visible; nothing to check on a GPU.")
+        return 2 if args.require_gpu else 0
+    else:
+        configs.append((["cuda:0", "cuda:0"], None, "two replicas on cuda:0"))
+        configs.append((["cuda:0", "cpu"], None, "mixed devices ['cuda:0', 'cpu']"))
+        timing_sets.append(["cuda:0", "cuda:0"])
+        if count >= 2:
+            configs.append((None, count, f"gpus={count} (every GPU)"))
+            reverse = list(range(count))[::-1]
+            configs.append((None, reverse, f"gpus={reverse} (template off the current GPU)"))
+            timing_sets.append([f"cuda:{i}" for i in range(count)])
+    start = time.monotonic()
+    try:
+        for devices, gpus, label in configs:
             correctness(devices, gpus, label)
-        except Exception:
-            traceback.print_exc()
-            FAILURES.append(f"{label}: raised")
-    timing_sets = [["cuda:0", "cuda:0"]]
-    if count >= 2:
-        timing_sets.append([f"cuda:{i}" for i in range(count)])
-    for devices in timing_sets:
-        try:
-            timing(devices, args.steps, args.batch)
-        except Exception:
-            traceback.print_exc()
-            FAILURES.append(f"timing {devices}: raised")
+        if not args.no_timing:
+            for devices in timing_sets:
+                try:
+                    timing(devices, args.steps, args.batch, args.strict_timing)
+                except OverBudget:
+                    raise
+                except Exception:
+                    traceback.print_exc()
+                    FAILURES.append(f"timing {devices}: raised")
+    except OverBudget:
+        FAILURES.append(f"ran past the budget of {args.budget:.0f} s")
+    print(f"\ngpu_check: {time.monotonic() - start:.1f} s")
+    for message in WARNINGS:
+        print(f"gpu_check: warning: {message}")
     if FAILURES:
-        print(f"\ngpu_check: {len(FAILURES)} check(s) FAILED: {FAILURES}")
+        print(f"gpu_check: {len(FAILURES)} check(s) FAILED: {FAILURES}")
         return 1
-    print("\ngpu_check: all checks passed")
+    print("gpu_check: all checks passed")
     return 0
 
 

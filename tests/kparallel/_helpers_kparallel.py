@@ -43,10 +43,18 @@ def train_ddp(steps: int, batch: int, save_dir: str) -> dict[str, Any]:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    metrics = kp.reduce_metrics({"loss": losses[-1], "rank": float(ctx.rank)})
+    # The two ranks build the dict in different orders: values must still pair by name.
+    pairs = [("loss", losses[-1]), ("rank", float(ctx.rank))]
+    metrics = kp.reduce_metrics(dict(pairs if ctx.rank == 0 else pairs[::-1]))
+    weighted = kp.reduce_metrics({"rank": float(ctx.rank)}, weight=1.0 + 2.0 * ctx.rank)
     total = kp.reduce_metrics({"rows": float(len(seen))}, "sum")
     wrote = kp.save_on_rank0(kp.unwrap(ddp).state_dict(), os.path.join(save_dir, "model.pt"))
     on_disk = torch.load(os.path.join(save_dir, "model.pt"))  # after the barrier: complete
+    try:  # rank 0 cannot write: every rank must raise, none may wait forever
+        kp.save_on_rank0({}, os.path.join(save_dir, "missing", "model.pt"))
+        failed_save = "no error"
+    except (FileNotFoundError, RuntimeError) as exc:
+        failed_save = type(exc).__name__
     return {
         "rank": ctx.rank,
         "world_size": ctx.world_size,
@@ -54,6 +62,9 @@ def train_ddp(steps: int, batch: int, save_dir: str) -> dict[str, Any]:
         "state": {k: v.clone() for k, v in model.state_dict().items()},
         "seen": seen,
         "metrics": metrics,
+        "metric_order": list(metrics),
+        "weighted": weighted,
+        "failed_save": failed_save,
         "rows": total["rows"],
         "wrote": wrote,
         "on_disk_equal": all(torch.equal(on_disk[k], v) for k, v in model.state_dict().items()),
@@ -70,3 +81,10 @@ def fail_on_rank1() -> int:
 def environment() -> dict[str, str]:
     keys = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"]
     return {k: os.environ[k] for k in keys}
+
+
+def group_rank() -> tuple[int, str]:
+    """Join the process group (rank 0 listens on MASTER_PORT) and report."""
+    with kp.distributed() as ctx:
+        kp.barrier()
+        return ctx.rank, os.environ["MASTER_PORT"]

@@ -39,6 +39,11 @@ def test_two_process_ddp_on_gloo_matches_one_process_on_full_batches(tmp_path: P
     # Metric reduction gives the same value on each rank.
     assert ranks[0]["metrics"] == ranks[1]["metrics"]
     assert ranks[0]["metrics"]["rank"] == 0.5
+    assert [r["metric_order"] for r in ranks] == [["loss", "rank"], ["rank", "loss"]]
+    assert ranks[0]["weighted"] == ranks[1]["weighted"] == {"rank": 0.75}  # (0*1 + 1*3) / 4
+    # A failed save on rank 0 raises there and, instead of a hang, on the other rank.
+    assert [r["failed_save"] for r in ranks] == ["FileNotFoundError", "RuntimeError"]
+    assert alone["failed_save"] == "FileNotFoundError"
     assert ranks[0]["rows"] == ranks[1]["rows"] == STEPS * BATCH
     # Rank 0 alone wrote the checkpoint; everyone read it complete after the barrier.
     assert [r["wrote"] for r in ranks] == [True, False]
@@ -98,6 +103,13 @@ def test_shard_gives_every_item_to_exactly_one_rank(world: int, n: int) -> None:
         ]
         assert sorted(x for s in shares for x in s) == list(range(n))
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
+        even = [
+            list(kp.shard(range(n), rank=r, world_size=world, shuffle=shuffle, drop_last=True))
+            for r in range(world)
+        ]
+        assert [len(s) for s in even] == [n // world] * world  # equal step counts for DDP
+        union = [x for s in even for x in s]
+        assert len(set(union)) == len(union) == n - n % world  # no item twice
 
 
 def test_shard_shuffle_changes_with_epoch_and_drop_last_evens_out() -> None:
@@ -157,6 +169,10 @@ def test_one_process_helpers_without_a_group(
         kp.reduce_metrics({"a": torch.ones(2)})
     parallel = kp.multi_gpu_model(model, devices=["cpu", "cpu"])
     assert kp.unwrap(parallel) is model
+    assert kp.unwrap(torch.nn.DataParallel(parallel)) is model
+    own = torch.nn.Module()
+    own.template = torch.nn.Linear(2, 2)  # a user's submodule that happens to be so named
+    assert kp.unwrap(own) is own
 
 
 def test_environment_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,6 +184,13 @@ def test_environment_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(ValueError, match="MASTER_ADDR is not set"):
         kp.init_distributed()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"backend='nccl' needs a CUDA GPU for LOCAL_RANK=0"):
+            kp.init_distributed("nccl")
+    with pytest.raises(TypeError, match="backend must be a str"):
+        kp.init_distributed(7)  # type: ignore[arg-type]
     monkeypatch.setenv("RANK", "5")
     with pytest.raises(ValueError, match=r"RANK=5 must lie in \[0, WORLD_SIZE=2\)"):
         kp.init_distributed()
@@ -180,3 +203,75 @@ def test_context_without_group_reads_torchrun_environment(monkeypatch: pytest.Mo
     ctx = kp.current_context()
     assert (ctx.rank, ctx.world_size, ctx.is_distributed, ctx.is_main) == (1, 2, False, False)
     assert list(kp.shard(range(5))) == [1, 3]  # before init_distributed: still its share
+
+
+def test_helpers_refuse_to_run_alone_under_a_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchrun set WORLD_SIZE=2 but init_distributed() was never called: training or
+    # reporting per process would silently be wrong.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RuntimeError, match=r"wrap_ddp: WORLD_SIZE=2.*init_distributed"):
+        kp.wrap_ddp(torch.nn.Linear(2, 2))
+    with pytest.raises(RuntimeError, match=r"reduce_metrics: WORLD_SIZE=2"):
+        kp.reduce_metrics({"loss": 1.0})
+
+
+def test_reduce_metrics_alone_keeps_order_and_checks_weight() -> None:
+    assert list(kp.reduce_metrics({"z": 1, "a": 2.5})) == ["z", "a"]
+    assert kp.reduce_metrics({"a": 2.0}, weight=3.0) == {"a": 2.0}
+    with pytest.raises(ValueError, match="weight must be a number >= 0, got -1"):
+        kp.reduce_metrics({"a": 1.0}, weight=-1)
+    with pytest.raises(ValueError, match="weight only applies"):
+        kp.reduce_metrics({"a": 1.0}, "sum", weight=2.0)
+    with pytest.raises(TypeError, match="metric 'a' must be a number"):
+        kp.reduce_metrics({"a": "high"})  # type: ignore[dict-item]
+
+
+def test_save_on_rank0_file_has_plain_torch_save_permissions(tmp_path: Path) -> None:
+    kp.save_on_rank0({"w": torch.ones(1)}, tmp_path / "ours.pt")
+    torch.save({"w": torch.ones(1)}, tmp_path / "plain.pt")
+    mode = (tmp_path / "ours.pt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.pt").stat().st_mode & 0o777
+    kp.save_on_rank0({"w": torch.zeros(1)}, tmp_path / "ours.pt")  # overwrite in place
+    assert torch.load(tmp_path / "ours.pt")["w"].item() == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.pt", "plain.pt"]
+
+
+class IndexLike:
+    """Stands for a numpy integer: an int through ``__index__`` only."""
+
+    def __index__(self) -> int:
+        return 1
+
+
+def test_sharded_dataset_accepts_integer_like_indices_and_validates() -> None:
+    share = kp.shard(list("abcdefg"), rank=1, world_size=3)
+    assert share[IndexLike()] == "e" and share[-1] == "e"  # type: ignore[index]
+    with pytest.raises(TypeError, match="index must be an int"):
+        share["1"]  # type: ignore[index]
+    with pytest.raises(ValueError, match=r"rank must be an int in \[0, 2\), got 2"):
+        kp.ShardedDataset(range(4), 2, 2)
+    loader = torch.utils.data.DataLoader(share, batch_size=None, shuffle=True)
+    assert sorted(loader) == ["b", "e"]
+
+
+@pytest.mark.slow
+def test_launch_retries_when_its_port_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import kparallel._launch as launch_module
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        picks = iter([taken])
+        real = launch_module.free_port
+        monkeypatch.setattr(
+            launch_module, "free_port", lambda host: next(picks, None) or real(host)
+        )
+        ranks = kp.launch(helpers.group_rank, 2, timeout=120)
+        assert [r[0] for r in ranks] == [0, 1]
+        assert ranks[0][1] == ranks[1][1] != str(taken)  # a fresh port on the second try
+        with pytest.raises(RuntimeError, match=rf"rank 0 failed:[\s\S]*{taken}"):
+            kp.launch(helpers.group_rank, 2, master_port=taken, timeout=120)  # no retry

@@ -18,6 +18,7 @@ Run: KERAS_BACKEND=torch $BPY tools/bench/bench_kparallel.py [--quick]
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +56,7 @@ class HandSplit(nn.Module):
         return torch.cat([self.inner(a), self.inner(b)])
 
 
-def make_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
+def make_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -68,7 +69,6 @@ def make_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: ignore
 
 
 def main(quick: bool = False) -> list[Comparison]:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     batch = 256
     # Many short interleaved rounds: on shared cores, bursts of load from other work
     # then spoil a few rounds rather than a whole side of the comparison.

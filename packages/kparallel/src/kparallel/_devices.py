@@ -6,6 +6,7 @@ documentation's ``try: multi_gpu_model(...) except ValueError: model`` fallback 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -16,7 +17,15 @@ DeviceLike = str | int | torch.device
 
 
 def visible_gpus() -> int:
-    """Number of CUDA GPUs this process can see (0 when CUDA is unavailable)."""
+    """Number of CUDA GPUs this process can see (0 when CUDA is unavailable).
+
+    Returns:
+        ``torch.cuda.device_count()``, or 0 without CUDA (``CUDA_VISIBLE_DEVICES`` applies).
+
+    Examples:
+        >>> visible_gpus() >= 0
+        True
+    """
     if not torch.cuda.is_available():
         return 0
     return int(torch.cuda.device_count())
@@ -31,6 +40,8 @@ def _available_text(count: int) -> str:
 
 def _from_gpus(gpus: int | Sequence[int] | None) -> list[torch.device]:
     count = visible_gpus()
+    if isinstance(gpus, numbers.Integral) and not isinstance(gpus, bool):
+        gpus = int(gpus)  # numpy integers too
     if gpus is None:
         if count < 2:
             raise ValueError(
@@ -57,7 +68,9 @@ def _from_gpus(gpus: int | Sequence[int] | None) -> list[torch.device]:
                 f"{_available_text(count)}. Try reducing gpus."
             )
         return [torch.device("cuda", i) for i in range(gpus)]
-    ids = list(gpus)
+    ids = [
+        int(g) if isinstance(g, numbers.Integral) and not isinstance(g, bool) else g for g in gpus
+    ]
     if len(ids) <= 1:
         raise ValueError(
             f"multi_gpu_model(gpus={ids!r}) needs a list of at least 2 GPU ids; "

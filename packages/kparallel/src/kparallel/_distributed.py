@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ._model import ParallelModel
 
 __all__ = [
     "DistributedContext",
@@ -129,7 +131,9 @@ def init_distributed(
         set to ``cuda:LOCAL_RANK``.
 
     Raises:
-        ValueError: a malformed or missing variable (the message names it).
+        ValueError: a malformed or missing variable (the message names it), or
+            ``backend="nccl"`` without a GPU for this ``LOCAL_RANK``.
+        TypeError: ``backend`` is not a string.
         RuntimeError: ``torch.distributed`` is not available in this torch build.
 
     Examples:
@@ -162,6 +166,12 @@ def init_distributed(
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str such as 'gloo' or 'nccl', got {backend!r}")
     device = _device_for(backend, local_rank)
+    if backend == "nccl" and device.type != "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(
+            f"backend='nccl' needs a CUDA GPU for LOCAL_RANK={local_rank}, but this process "
+            f"sees {count}; use backend='gloo' (or None, which picks it without a GPU)"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     kwargs: dict[str, Any] = {}
@@ -201,8 +211,28 @@ def distributed(
             shutdown_distributed()
 
 
+def _require_group_if_launched(what: str) -> DistributedContext:
+    """This process's context; an error when torchrun started several ranks but no group.
+
+    Without it, ``wrap_ddp`` and ``reduce_metrics`` would quietly act per process and every
+    rank would train (or report) on its own, which looks like it works and is wrong.
+    """
+    ctx = current_context()
+    if not ctx.is_distributed and ctx.world_size > 1:
+        raise RuntimeError(
+            f"{what}: WORLD_SIZE={ctx.world_size} says this is one of several ranks, but no "
+            "process group is up; call kparallel.init_distributed() first"
+        )
+    return ctx
+
+
 def is_main_process() -> bool:
-    """True on rank 0, or when there is no process group."""
+    """True on rank 0, or when there is no process group (the process that logs and saves).
+
+    Examples:
+        >>> is_main_process()
+        True
+    """
     return current_context().is_main
 
 
@@ -227,6 +257,8 @@ def wrap_ddp(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
+        RuntimeError: ``WORLD_SIZE`` > 1 (launched by torchrun) but ``init_distributed``
+            was not called.
 
     Examples:
         >>> wrap_ddp(nn.Linear(2, 2)).__class__.__name__   # no group: returned as is
@@ -234,7 +266,7 @@ def wrap_ddp(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"wrap_ddp expects a torch.nn.Module, got {type(model).__name__}")
-    ctx = current_context()
+    ctx = _require_group_if_launched("wrap_ddp")
     model.to(ctx.device)
     if not ctx.is_distributed:
         return model
@@ -245,11 +277,26 @@ def wrap_ddp(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP / DataParallel / multi_gpu_model wrapper (else ``model``)."""
+    """The module inside a DDP / DataParallel / multi_gpu_model wrapper (else ``model``).
+
+    Wrappers nested in one another are all removed, so ``unwrap(m).state_dict()`` has the
+    plain model's keys whatever trained it.
+
+    Args:
+        model: A model, wrapped or not.
+
+    Returns:
+        The innermost module.
+
+    Examples:
+        >>> inner = nn.Linear(2, 2)
+        >>> unwrap(nn.DataParallel(inner)) is inner
+        True
+    """
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
             model = model.module
-        elif hasattr(model, "template") and isinstance(model.template, nn.Module):
+        elif isinstance(model, ParallelModel):
             model = model.template
         else:
             return model
@@ -269,24 +316,32 @@ def reduce_metrics(
     Args:
         metrics: Name to a number or a one-element tensor (same names on every rank).
         op: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``.
-        weight: With ``op="mean"``, this rank's weight (e.g. its sample count): the result
-            is the weighted mean, exact when ranks saw different amounts of data.
+        weight: With ``op="mean"``, this rank's weight (e.g. its sample count, >= 0): the
+            result is the weighted mean, exact when ranks saw different amounts of data.
 
     Returns:
-        A dict of floats. Without a process group, the values themselves.
+        A dict of floats, in the order of ``metrics`` (ranks may list the names in any
+        order: values are matched by name). Without a process group, the values themselves.
 
     Raises:
-        ValueError: unknown ``op``, a multi-element tensor, or a weight with another op.
+        ValueError: unknown ``op``, a multi-element tensor, a weight with another op, a
+            negative weight, or weights summing to zero over the ranks.
+        TypeError: a value that is not a number or a tensor.
+        RuntimeError: ``WORLD_SIZE`` > 1 but ``init_distributed`` was not called.
 
     Examples:
-        >>> reduce_metrics({"loss": 0.5, "acc": torch.tensor(0.9)})
-        {'loss': 0.5, 'acc': 0.8999999761581543}
+        >>> reduce_metrics({"loss": 0.5, "acc": torch.tensor(0.75)})
+        {'loss': 0.5, 'acc': 0.75}
     """
     if op not in _OPS:
         raise ValueError(f"op must be one of {sorted(_OPS)}, got {op!r}")
     if weight is not None and op != "mean":
         raise ValueError(f"weight only applies to op='mean', got op={op!r}")
-    names = list(metrics)
+    if weight is not None and not float(weight) >= 0:
+        raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+    # Sorted: the all_reduce pairs values by position, and two ranks may have built their
+    # dicts in different orders.
+    names = sorted(metrics)
     values: list[float] = []
     for name in names:
         value = metrics[name]
@@ -301,38 +356,61 @@ def reduce_metrics(
             values.append(float(value))
         else:
             raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}")
-    ctx = current_context()
+    ctx = _require_group_if_launched("reduce_metrics")
     if not ctx.is_distributed:
-        return dict(zip(names, values, strict=True))
+        local = dict(zip(names, values, strict=True))
+        return {n: local[n] for n in metrics}
     w = 1.0 if weight is None else float(weight)
     device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
     if op == "mean":
         packed = torch.tensor([v * w for v in values] + [w], dtype=torch.float64, device=device)
         dist.all_reduce(packed, op=dist.ReduceOp.SUM)
         total = float(packed[-1])
-        return {n: float(packed[i]) / total for i, n in enumerate(names)}
+        if total == 0:
+            raise ValueError("reduce_metrics: the ranks' weights sum to 0; nothing to average")
+        means = {n: float(packed[i]) / total for i, n in enumerate(names)}
+        return {n: means[n] for n in metrics}
     packed = torch.tensor(values, dtype=torch.float64, device=device)
     reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     dist.all_reduce(packed, op=reduce_op[op])
-    return {n: float(packed[i]) for i, n in enumerate(names)}
+    reduced = {n: float(packed[i]) for i, n in enumerate(names)}
+    return {n: reduced[n] for n in metrics}
+
+
+def _atomic_save(obj: object, target: Path) -> None:
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"save_on_rank0: folder {str(target.parent)!r} does not exist")
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    # os.open with 0o666 so the umask applies: the checkpoint gets the permissions a plain
+    # torch.save would give it (mkstemp would leave it readable by its owner only).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def save_on_rank0(obj: object, path: str | os.PathLike[str]) -> bool:
-    """``torch.save(obj, path)`` on rank 0 only, atomically, then wait for every rank.
+    """``torch.save(obj, path)`` on rank 0 only, atomically; the other ranks wait for it.
 
     The file is written to a temporary name in the same folder and renamed, so no rank
-    (or crash) ever sees a half-written checkpoint; the barrier means that when this
-    returns on any rank, the file is complete.
+    (or crash) ever sees a half-written checkpoint. Rank 0 then tells every rank whether
+    it succeeded: when this returns on any rank the file is complete, and when rank 0
+    failed every rank raises (instead of the others waiting forever).
 
     Args:
         obj: What to save (e.g. ``unwrap(model).state_dict()``).
-        path: Destination file; its folder must exist.
+        path: Destination file; its folder must exist on rank 0.
 
     Returns:
         True on the rank that wrote the file.
 
     Raises:
-        FileNotFoundError: the destination folder does not exist.
+        FileNotFoundError: (rank 0) the destination folder does not exist.
+        RuntimeError: (other ranks) rank 0 failed to write the file.
 
     Examples:
         >>> import tempfile, os
@@ -341,19 +419,19 @@ def save_on_rank0(obj: object, path: str | os.PathLike[str]) -> bool:
         True
     """
     target = Path(path)
-    wrote = False
-    if current_context().is_main:
-        if not target.parent.is_dir():
-            raise FileNotFoundError(f"save_on_rank0: folder {str(target.parent)!r} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
+    ctx = current_context()
+    error: BaseException | None = None
+    if ctx.is_main:
         try:
-            torch.save(obj, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        wrote = True
-    barrier()
-    return wrote
+            _atomic_save(obj, target)
+        except BaseException as exc:  # reported to the other ranks first, then re-raised
+            error = exc
+    if ctx.is_distributed:
+        device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+        failed = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=device)
+        dist.broadcast(failed, src=0)
+        if error is None and int(failed.item()) != 0:
+            raise RuntimeError(f"save_on_rank0: rank 0 failed to write {str(target)!r}")
+    if error is not None:
+        raise error
+    return ctx.is_main

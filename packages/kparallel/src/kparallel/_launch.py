@@ -56,6 +56,12 @@ def _child_main(folder: str) -> None:
         sys.path[:0] = [p for p in sys_path if p not in sys.path]
         fn, args = pickle.loads(call)
         value = fn(*args)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            # Tear the group down only once every rank is done with it: a rank that exits
+            # while a peer still has traffic in flight can make gloo abort that peer.
+            dist.barrier()
         tmp = results / f".rank{rank}.tmp"
         torch.save(value, tmp)
         os.replace(tmp, results / f"rank{rank}.pt")
@@ -112,7 +118,8 @@ def launch(
         ValueError: ``nprocs`` < 1, or ``fn`` is defined in ``__main__``.
         TypeError: ``fn`` or ``args`` cannot be pickled.
         RuntimeError: a worker failed (the message holds its traceback); the others are
-            stopped.
+            stopped. (When rank 0 cannot listen on a port picked here, because another
+            program took it meanwhile, the launch is retried on a new port, twice.)
         TimeoutError: the workers ran past ``timeout``.
 
     Examples:
@@ -131,7 +138,32 @@ def launch(
         call = pickle.dumps((fn, tuple(args)))
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise TypeError(f"launch: fn and args must be picklable: {exc}") from None
-    port = free_port(master_addr) if master_port is None else int(master_port)
+    # A port found free can be taken by another program before rank 0 binds it; with a
+    # port of our own choosing, that race is retried on a fresh port.
+    tries = 1 if master_port is not None else 3
+    attempt = 0
+    while True:
+        attempt += 1
+        port = int(master_port) if master_port is not None else free_port(master_addr)
+        try:
+            return _run_once(call, nprocs, master_addr, port, env, timeout)
+        except _PortTaken:
+            if attempt >= tries:
+                raise
+
+
+class _PortTaken(RuntimeError):
+    """Rank 0 could not listen on MASTER_PORT."""
+
+
+def _run_once(
+    call: bytes,
+    nprocs: int,
+    master_addr: str,
+    port: int,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+) -> list[Any]:
     results = Path(tempfile.mkdtemp(prefix="kparallel-launch-"))
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -160,7 +192,12 @@ def launch(
                 _stop(processes)
                 error = results / f"rank{rank}.error"
                 detail = error.read_text() if error.exists() else f"exit code {codes[rank]}"
-                raise RuntimeError(f"launch: rank {rank} failed:\n{detail}")
+                message = f"launch: rank {rank} failed:\n{detail}"
+                if str(port) in detail and (
+                    "EADDRINUSE" in detail or "address already in use" in detail.lower()
+                ):
+                    raise _PortTaken(message)
+                raise RuntimeError(message)
             if all(c == 0 for c in codes):
                 break
             if deadline is not None and time.monotonic() > deadline:

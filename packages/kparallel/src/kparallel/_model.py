@@ -39,7 +39,9 @@ def _cuda_scatter(
     tensor: torch.Tensor, sizes: list[int], devices: list[torch.device]
 ) -> Sequence[torch.Tensor]:
     """``torch.nn.parallel``'s Scatter (side-stream copies), with our chunk sizes."""
-    if tensor.device.type not in ("cpu", "cuda"):
+    # Empty chunks: some torch builds' scatter refuses a chunk of size 0 ("Chunk size must
+    # be positive"); an empty batch is one replica, so the generic copy costs nothing.
+    if tensor.device.type not in ("cpu", "cuda") or 0 in sizes:
         return generic_scatter(tensor, sizes, devices)
     from torch.nn.parallel._functions import Scatter
 
@@ -48,8 +50,16 @@ def _cuda_scatter(
 
 
 def _cuda_gather(tensors: list[torch.Tensor], target: torch.device) -> torch.Tensor:
-    """``torch.nn.parallel``'s Gather when every piece is on a GPU, else ``cat``."""
-    if not all(t.device.type == "cuda" for t in tensors):
+    """``torch.nn.parallel``'s Gather when every piece is on a GPU, else ``cat``.
+
+    One piece needs no gather (a plain ``.to``); an empty piece would make Gather's
+    backward scatter a chunk of size 0, which some torch builds refuse.
+    """
+    if (
+        len(tensors) == 1
+        or not all(t.device.type == "cuda" for t in tensors)
+        or any(t.shape[0] == 0 for t in tensors)
+    ):
         return generic_gather(tensors, target)
     from torch.nn.parallel._functions import Gather
 
@@ -69,9 +79,15 @@ class ParallelModel(nn.Module):
 
     Args:
         template: The model to replicate.
-        devices: One device per replica (at least two).
+        devices: One device per replica (at least two; ``"cpu"``, ``"cuda:1"``,
+            ``torch.device`` or an int CUDA index). The template is not moved (that is
+            ``multi_gpu_model``'s job).
         cpu_merge: Merge outputs on the CPU (True) or on ``devices[0]``.
         cpu_relocation: The template lives on the CPU and replicas are made from it.
+
+    Raises:
+        TypeError: ``template`` is not an ``nn.Module`` or a device has the wrong type.
+        ValueError: fewer than two devices, or one that does not exist.
 
     Examples:
         >>> model = nn.Linear(3, 2)
@@ -83,12 +99,18 @@ class ParallelModel(nn.Module):
     def __init__(
         self,
         template: nn.Module,
-        devices: Sequence[torch.device],
+        devices: Sequence[DeviceLike],
         *,
         cpu_merge: bool = True,
         cpu_relocation: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(template, nn.Module):
+            raise TypeError(
+                f"ParallelModel(template=...) expects a torch.nn.Module, got "
+                f"{type(template).__name__}"
+            )
+        devices = resolve_devices(None, devices)
         # object.__setattr__: nn.Module.__setattr__ would register the template as a child,
         # which would prefix every key with "template.".
         object.__setattr__(self, "_template", template)
@@ -228,8 +250,34 @@ class ParallelModel(nn.Module):
             outputs = [template(*a, **k)]
         else:
             replicas = replicate(template, used, not torch.is_grad_enabled())
+            _unshare_buffers(template, replicas, used)
             outputs = parallel_apply(replicas, [p[0] for p in parts], [p[1] for p in parts], used)
         return merge_outputs(outputs, self.output_device, gather=_cuda_gather)
+
+
+def _unshare_buffers(
+    template: nn.Module, replicas: Sequence[nn.Module], devices: Sequence[torch.device]
+) -> None:
+    """Give the later replicas on the template's own device buffers of their own.
+
+    ``replicate`` returns the template's buffers as they are to the replica on
+    ``devices[0]``, and to a later replica on that same device whenever a buffer was
+    broadcast alone (a dtype group of one, e.g. a single BatchNorm's
+    ``num_batches_tracked``): that replica's in-place updates would then land on the
+    template too, counting the step twice. Cloning keeps "first replica's updates only".
+    """
+    for replica, device in zip(replicas[1:], devices[1:], strict=True):
+        if device != devices[0]:
+            continue  # another device: replicate made real copies
+        for original, copy in zip(template.modules(), replica.modules(), strict=False):
+            for name, buffer in original._buffers.items():
+                mine = copy._buffers.get(name)
+                if (
+                    buffer is not None
+                    and mine is not None
+                    and mine.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+                ):
+                    copy._buffers[name] = mine.clone()
 
 
 def _tensors_of(module: nn.Module) -> Iterator[torch.Tensor]:

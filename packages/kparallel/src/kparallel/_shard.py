@@ -7,6 +7,7 @@ dataset of items; if it also has ``on_epoch_end`` it is taken to be a Keras-styl
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -33,6 +34,21 @@ class ShardedDataset(Dataset[Any]):
     one) unless ``drop_last`` trims the tail so all ranks have the same length. With
     ``shuffle`` the order is a permutation seeded by ``seed + epoch``, the same on every
     rank, so the shares stay disjoint; call ``set_epoch`` each epoch to reshuffle.
+
+    Args:
+        data: Anything with ``len`` and ``[i]``.
+        rank: This rank, in ``[0, world_size)``.
+        world_size: Number of ranks, >= 1.
+        shuffle: Permute the order each epoch (same permutation on every rank).
+        seed: Base seed of the permutation.
+        drop_last: Trim the tail so every rank has the same number of items.
+
+    Raises:
+        ValueError: ``rank`` or ``world_size`` out of range.
+
+    Examples:
+        >>> list(ShardedDataset(range(5), rank=1, world_size=2))
+        [1, 3]
     """
 
     def __init__(
@@ -45,6 +61,10 @@ class ShardedDataset(Dataset[Any]):
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
         self.data = data
         self.rank = rank
         self.world_size = world_size
@@ -79,12 +99,22 @@ class ShardedDataset(Dataset[Any]):
         return len(self._indices)
 
     def __getitem__(self, index: int) -> Any:
-        if not isinstance(index, int):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if isinstance(index, bool):
+            raise TypeError("index must be an int, got bool")
+        try:
+            index = operator.index(index)  # numpy integers from samplers too
+        except TypeError:
+            raise TypeError(f"index must be an int, got {type(index).__name__}") from None
         n = len(self._indices)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a shard of {n} items")
         return self.data[self._indices[index]]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, "
+            f"items={len(self)} of {len(self.data)}, shuffle={self.shuffle}, epoch={self.epoch})"
+        )
 
 
 class ShardedSequence(ShardedDataset):
@@ -143,9 +173,5 @@ def shard(
     ctx = current_context()
     rank = ctx.rank if rank is None else rank
     world_size = ctx.world_size if world_size is None else world_size
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
     cls = ShardedSequence if callable(getattr(data, "on_epoch_end", None)) else ShardedDataset
     return cls(data, rank, world_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
