@@ -34,6 +34,20 @@ def to_tensors(batch: Any) -> Any:
         >>> tuple(x.shape), y.dtype
         ((2, 3), torch.int64)
     """
+    kind = type(batch)
+    if kind is tuple:
+        # (x, y) of plain arrays is by far the most common batch: convert it without a
+        # recursive call per item, since this runs once per batch (the loader's overhead)
+        items = []
+        for item in batch:
+            if type(item) is np.ndarray and item.flags.writeable:
+                try:
+                    items.append(torch.from_numpy(item))
+                    continue
+                except (TypeError, ValueError):
+                    pass
+            items.append(to_tensors(item))
+        return tuple(items)
     if isinstance(batch, np.ndarray):
         if batch.flags.writeable:
             try:
@@ -46,8 +60,6 @@ def to_tensors(batch: Any) -> Any:
         if batch.dtype.kind in _TENSOR_KINDS:
             return torch.as_tensor(batch)
         return batch
-    if type(batch) is tuple:
-        return tuple([to_tensors(item) for item in batch])
     if isinstance(batch, tuple):  # a namedtuple
         return type(batch)(*[to_tensors(item) for item in batch])
     if isinstance(batch, list):
