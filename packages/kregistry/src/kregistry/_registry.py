@@ -27,9 +27,12 @@ def get_custom_objects() -> CustomObjects:
     added, replaced or removed through it is undone when the scope ends.
 
     Examples:
-        >>> get_custom_objects()["MyLayer"] = MyLayer      # doctest: +SKIP
-        >>> get_registered_object("MyLayer") is MyLayer    # doctest: +SKIP
+        >>> class MyLayer:
+        ...     pass
+        >>> get_custom_objects()["MyLayer"] = MyLayer
+        >>> get_registered_object("MyLayer") is MyLayer
         True
+        >>> del get_custom_objects()["MyLayer"]
     """
     return _VIEW
 
@@ -67,9 +70,12 @@ def register(
     Examples:
         >>> @register(package="my_lib")
         ... def swish(x):
-        ...     return x * torch.sigmoid(x)                # doctest: +SKIP
+        ...     return x / (1 + 2.718281828 ** -x)
         >>> get_registered_name(swish)
         'my_lib>swish'
+        >>> get_registered_object("my_lib>swish") is swish
+        True
+        >>> del get_custom_objects()["my_lib>swish"]
     """
     if name is not None:
         _check_name(name, "name")
@@ -128,8 +134,13 @@ def get_registered_object(
     then in ``module_objects`` (Keras's order).
 
     Examples:
-        >>> with custom_object_scope({"relu2": relu2}):    # doctest: +SKIP
-        ...     get_registered_object("relu2") is relu2
+        >>> from kregistry import custom_object_scope
+        >>> with custom_object_scope({"absolute": abs}):
+        ...     get_registered_object("absolute") is abs
+        True
+        >>> get_registered_object("absolute") is None
+        True
+        >>> get_registered_object("absolute", module_objects={"absolute": abs}) is abs
         True
     """
     objects = current_layer().objects

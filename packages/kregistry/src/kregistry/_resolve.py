@@ -91,8 +91,16 @@ def resolve(
             ``callable_only`` is true.
 
     Examples:
-        >>> resolve("minmax", kind="normalizer")        # doctest: +SKIP
-        <function minmax at 0x...>
+        >>> from kregistry import custom_object_scope
+        >>> with custom_object_scope({"kdemo.norm>double": lambda x: 2 * x}):
+        ...     resolve("double", kind="normalizer", namespace="kdemo.norm")(21)
+        42
+        >>> resolve(abs) is abs
+        True
+        >>> resolve("doubel", kind="normalizer", module_objects={"double": abs})
+        Traceback (most recent call last):
+        ...
+        kregistry._resolve.UnknownObjectError: unknown normalizer 'doubel'; did you mean 'double'?
     """
     extra = (custom_objects, module_objects)
     if isinstance(identifier, str):

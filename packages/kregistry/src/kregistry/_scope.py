@@ -63,8 +63,14 @@ class CustomObjectScope:
         RuntimeError: scopes are left in a different order than they were entered.
 
     Examples:
-        >>> with CustomObjectScope({"MyObject": MyObject}):           # doctest: +SKIP
-        ...     layer = resolve("MyObject")
+        >>> from kregistry import get_custom_objects, resolve
+        >>> class MyObject:
+        ...     pass
+        >>> with CustomObjectScope({"MyObject": MyObject}):
+        ...     resolve("MyObject") is MyObject
+        True
+        >>> "MyObject" in get_custom_objects()
+        False
     """
 
     def __init__(self, *mappings: Mapping[str, Any] | None) -> None:
@@ -96,8 +102,10 @@ def custom_object_scope(*mappings: Mapping[str, Any] | None) -> CustomObjectScop
     """Return a :class:`CustomObjectScope`; Keras's spelling of the same thing.
 
     Examples:
-        >>> with custom_object_scope({"swish": swish}):                # doctest: +SKIP
-        ...     resolve("swish")
+        >>> from kregistry import resolve
+        >>> with custom_object_scope({"absolute": abs}):
+        ...     resolve("absolute")(-3)
+        3
     """
     return CustomObjectScope(*mappings)
 
@@ -172,10 +180,13 @@ def capture_scope() -> ScopeSnapshot:
     """Capture what the active scopes of this context add to or hide from the registry.
 
     Examples:
-        >>> with custom_object_scope({"swish": swish}):                # doctest: +SKIP
+        >>> import pickle
+        >>> from kregistry import resolve
+        >>> with custom_object_scope({"absolute": abs}):
         ...     snap = capture_scope()
-        >>> with snap:                                                 # doctest: +SKIP
-        ...     resolve("swish") is swish
+        >>> carried = pickle.loads(pickle.dumps(snap))  # what another process receives
+        >>> with carried:
+        ...     resolve("absolute") is abs
         True
     """
     layer = current_layer()
@@ -206,9 +217,18 @@ class ScopedWorkerInit:
         then: the user's own ``worker_init_fn``, called afterwards with the worker id.
 
     Examples:
-        >>> with custom_object_scope({"aug": aug}):                     # doctest: +SKIP
-        ...     loader = DataLoader(ds, num_workers=2,
-        ...                         worker_init_fn=ScopedWorkerInit())
+        >>> from kregistry import get_registered_object
+        >>> with custom_object_scope({"absolute": abs}):
+        ...     init = ScopedWorkerInit()  # DataLoader(..., worker_init_fn=init)
+        >>> import threading
+        >>> seen = []
+        >>> def worker():  # stands in for a worker process: a context of its own
+        ...     init(0)
+        ...     seen.append(get_registered_object("absolute"))
+        >>> thread = threading.Thread(target=worker)
+        >>> thread.start(); thread.join()
+        >>> seen == [abs] and get_registered_object("absolute") is None
+        True
     """
 
     def __init__(
