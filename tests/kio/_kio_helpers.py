@@ -206,11 +206,10 @@ def payload(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
-def make_tar(
-    path: str, members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz"
-) -> str:
-    """Write a tar archive of ``members``: (name, data) pairs or prepared TarInfo objects."""
-    with tarfile.open(path, mode) as archive:
+def tar_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz") -> bytes:
+    """A tar archive of ``members`` ((name, data) pairs or prepared TarInfo objects)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
         for member in members:
             if isinstance(member, tarfile.TarInfo):
                 archive.addfile(member)
@@ -220,6 +219,14 @@ def make_tar(
                 info.size = len(data)
                 info.mode = 0o644
                 archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def make_tar(
+    path: str, members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz"
+) -> str:
+    """Write :func:`tar_bytes` of ``members`` to ``path``."""
+    Path(path).write_bytes(tar_bytes(members, mode))
     return path
 
 

@@ -3,14 +3,13 @@ try to write outside the target (.., absolute paths, escaping links, device file
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
-from _kio_helpers import FaultServer, Sandbox, make_tar, tar_device, tar_link
+from _kio_helpers import FaultServer, Sandbox, make_tar, tar_bytes, tar_device, tar_link
 
 import kio
 import kregistry
@@ -138,19 +137,6 @@ def test_user_format_escaping_link_is_caught_by_the_audit(box: Sandbox) -> None:
 
 
 # -- crafted tar archives -------------------------------------------------------------
-def _tar_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for member in members:
-            if isinstance(member, tarfile.TarInfo):
-                archive.addfile(member)
-            else:
-                info = tarfile.TarInfo(member[0])
-                info.size = len(member[1])
-                archive.addfile(info, io.BytesIO(member[1]))
-    return buffer.getvalue()
-
-
 EVIL = {
     "dotdot": [("ok/a.txt", b"a"), ("../escaped.txt", b"evil")],
     "nested_dotdot": [("ok/../../escaped.txt", b"evil")],
@@ -167,7 +153,7 @@ EVIL = {
 
 @pytest.mark.parametrize("case", sorted(EVIL))
 def test_unsafe_tar_members_are_refused(server: FaultServer, box: Sandbox, case: str) -> None:
-    data = _tar_bytes(EVIL[case])
+    data = tar_bytes(EVIL[case])
     url = server.add(f"/{case}.tar.gz", data)
     with pytest.raises(UnsafeArchiveError) as info:
         get_file(f"{case}.tar.gz", url, extract=True, cache_dir=box.cache)
@@ -180,7 +166,7 @@ def test_unsafe_tar_members_are_refused(server: FaultServer, box: Sandbox, case:
 
 
 def test_skip_mode_extracts_the_safe_members(server: FaultServer, box: Sandbox) -> None:
-    data = _tar_bytes(
+    data = tar_bytes(
         [
             ("ok/a.txt", b"a"),
             ("../escaped.txt", b"evil"),
@@ -199,7 +185,7 @@ def test_skip_mode_extracts_the_safe_members(server: FaultServer, box: Sandbox) 
 def test_safe_internal_links_and_modes(server: FaultServer, box: Sandbox) -> None:
     setuid = tarfile.TarInfo("pkg/tool")
     setuid.mode = 0o4777
-    data = _tar_bytes(
+    data = tar_bytes(
         [
             ("pkg/data.txt", b"payload"),
             tar_link("pkg/alias", "data.txt"),

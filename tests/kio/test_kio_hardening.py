@@ -4,7 +4,6 @@ between threads and its timeout, and arguments that would only fail late."""
 from __future__ import annotations
 
 import hashlib
-import io
 import lzma
 import os
 import tarfile
@@ -16,25 +15,12 @@ from pathlib import Path
 
 import filelock
 import pytest
-from _kio_helpers import FaultServer, Sandbox, make_tar, payload, sha256, tar_link
+from _kio_helpers import FaultServer, Sandbox, make_tar, payload, sha256, tar_bytes, tar_link
 
 import kio
 import kio._get_file as impl
 import kregistry
 from kio import UnsafeArchiveError, extract_archive, get_file
-
-
-def _tar(members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
-        for member in members:
-            if isinstance(member, tarfile.TarInfo):
-                archive.addfile(member)
-            else:
-                info = tarfile.TarInfo(member[0])
-                info.size = len(member[1])
-                archive.addfile(info, io.BytesIO(member[1]))
-    return buffer.getvalue()
 
 
 def _everything_under(root: Path) -> list[str]:
@@ -59,7 +45,7 @@ LATE_ESCAPES: dict[str, list[tarfile.TarInfo | tuple[str, bytes]]] = {
 
 @pytest.mark.parametrize("case", sorted(LATE_ESCAPES))
 def test_escapes_made_by_later_members_are_refused(box: Sandbox, case: str) -> None:
-    archive = box.source(f"{case}.tar", _tar(LATE_ESCAPES[case]))
+    archive = box.source(f"{case}.tar", tar_bytes(LATE_ESCAPES[case], mode="w"))
     out = box.cache / "out"
     with pytest.raises(UnsafeArchiveError, match="outside"):
         extract_archive(archive, out)
@@ -74,7 +60,8 @@ def test_escapes_made_by_later_members_are_refused(box: Sandbox, case: str) -> N
 
 def test_hard_link_to_an_internal_symlink_stays_inside(box: Sandbox) -> None:
     archive = box.source(
-        "hl.tar", _tar([("d/f", b"1"), tar_link("s", "d"), tar_link("h", "s", hard=True)])
+        "hl.tar",
+        tar_bytes([("d/f", b"1"), tar_link("s", "d"), tar_link("h", "s", hard=True)], mode="w"),
     )
     out = box.cache / "out"
     assert extract_archive(archive, out)
@@ -99,7 +86,9 @@ def test_zip_backslashes_drive_letters_and_unc_are_refused(box: Sandbox, name: s
 
 
 def test_duplicate_members_last_one_wins(box: Sandbox) -> None:
-    archive = box.source("dup.tar", _tar([("x.txt", b"first"), ("x.txt", b"second")]))
+    archive = box.source(
+        "dup.tar", tar_bytes([("x.txt", b"first"), ("x.txt", b"second")], mode="w")
+    )
     out = box.cache / "out"
     assert extract_archive(archive, out)
     assert (out / "x.txt").read_bytes() == b"second"
@@ -107,7 +96,7 @@ def test_duplicate_members_last_one_wins(box: Sandbox) -> None:
 
 def test_filesystem_errors_name_the_member_not_the_temporary(box: Sandbox) -> None:
     long_name = "n" * 300  # longer than any file system's 255-byte name limit
-    archive = box.source("long.tar", _tar([("ok.txt", b"ok"), (long_name, b"x")]))
+    archive = box.source("long.tar", tar_bytes([("ok.txt", b"ok"), (long_name, b"x")], mode="w"))
     out = box.cache / "out"
     with pytest.raises(OSError) as info:
         extract_archive(archive, out)
@@ -118,7 +107,7 @@ def test_filesystem_errors_name_the_member_not_the_temporary(box: Sandbox) -> No
 
 
 def test_corrupt_xz_is_a_damaged_archive(box: Sandbox) -> None:
-    data = bytearray(_tar([(f"f{i}", os.urandom(4000)) for i in range(20)], mode="w:xz"))
+    data = bytearray(tar_bytes([(f"f{i}", os.urandom(4000)) for i in range(20)], mode="w:xz"))
     data[len(data) // 2 : len(data) // 2 + 100] = bytes(100)
     archive = box.source("bad.tar.xz", bytes(data))
     with pytest.raises(ValueError, match="damaged") as info:
@@ -128,7 +117,7 @@ def test_corrupt_xz_is_a_damaged_archive(box: Sandbox) -> None:
 
 
 def test_archive_may_not_replace_the_state_folder(server: FaultServer, box: Sandbox) -> None:
-    data = _tar([(".kio/other.bin.json", b"{}"), ("real/a.txt", b"a")], mode="w:gz")
+    data = tar_bytes([(".kio/other.bin.json", b"{}"), ("real/a.txt", b"a")], mode="w:gz")
     url = server.add("/state.tar.gz", data)
     box.known["state.tar.gz"].append(data)
     path = get_file(
