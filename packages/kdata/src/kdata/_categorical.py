@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any, overload
 
 import numpy as np
@@ -92,6 +93,31 @@ def _label_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
+def _check_range(
+    low: Any,
+    high: Any,
+    num_classes: int | None,
+    argmin: Callable[[], Any],
+    argmax: Callable[[], Any],
+) -> int:
+    """The number of classes, after checking the labels' range (numpy and torch alike).
+
+    ``argmin`` and ``argmax`` give the flat positions for the message, only on error.
+    """
+    if low < 0:
+        raise ValueError(
+            f"class indices must be >= 0, got {low!r} at flat position {int(argmin())}"
+        )
+    if num_classes is None:
+        return int(high) + 1
+    if high >= num_classes:
+        raise ValueError(
+            f"class index {high!r} (flat position {int(argmax())}) is out of range for "
+            f"num_classes={num_classes}; labels must be in [0, {num_classes})"
+        )
+    return num_classes
+
+
 @overload
 def to_categorical(
     y: torch.Tensor, num_classes: int | None = None, dtype: Any = "float32"
@@ -161,18 +187,13 @@ def _to_categorical_numpy(
                 f"y must hold whole-number class indices, got {flat[bad][0].item()!r} at flat "
                 f"position {int(np.argmax(bad))}"
             )
-    low, high = flat.min().item(), flat.max().item()
-    if low < 0:
-        raise ValueError(
-            f"class indices must be >= 0, got {low!r} at flat position {int(np.argmin(flat))}"
-        )
-    if num_classes is None:
-        num_classes = int(high) + 1
-    elif high >= num_classes:
-        raise ValueError(
-            f"class index {high!r} (flat position {int(np.argmax(flat))}) is out of range for "
-            f"num_classes={num_classes}; labels must be in [0, {num_classes})"
-        )
+    num_classes = _check_range(
+        flat.min().item(),
+        flat.max().item(),
+        num_classes,
+        lambda: np.argmin(flat),
+        lambda: np.argmax(flat),
+    )
     index = flat.astype(np.intp, copy=False)
     if num_classes <= min(index.size, _MAX_IDENTITY_CLASSES):
         # gathering rows of an identity matrix writes each output byte once (no zero-fill
@@ -207,19 +228,13 @@ def _to_categorical_torch(
     if flat.dtype == torch.bool:
         flat = flat.to(torch.int64)
     low, high = torch.aminmax(flat)
-    low_value, high_value = low.item(), high.item()
-    if low_value < 0:
-        raise ValueError(
-            f"class indices must be >= 0, got {low_value!r} at flat position "
-            f"{int(torch.argmin(flat))}"
-        )
-    if num_classes is None:
-        num_classes = int(high_value) + 1
-    elif high_value >= num_classes:
-        raise ValueError(
-            f"class index {high_value!r} (flat position {int(torch.argmax(flat))}) is out of "
-            f"range for num_classes={num_classes}; labels must be in [0, {num_classes})"
-        )
+    num_classes = _check_range(
+        low.item(),
+        high.item(),
+        num_classes,
+        lambda: torch.argmin(flat),
+        lambda: torch.argmax(flat),
+    )
     index = flat.to(torch.int64).unsqueeze(1)
     # one zero-filled output and a scatter: F.one_hot builds an int64 matrix first, then
     # .float() copies it again
