@@ -14,6 +14,8 @@ Example:
     [[0.0, 1.0], [1.0, 0.0]]
 """
 
+from importlib import metadata as _metadata
+
 import kregistry
 from kdata._batches import SliceBatchSampler, batch_loader, collate_batch
 from kdata._categorical import normalize, to_categorical
@@ -22,10 +24,10 @@ from kdata._hdf5 import BatchRows, HDF5Dataset, HDF5Matrix
 from kdata._loader import SequenceLoader
 from kdata._sequence import Sequence
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("kutorch-kdata")
 
 # built-in normalizer names: HDF5Matrix(..., normalizer="normalize") finds Keras's normalize
-kregistry.register("normalize", package="kdata.normalizer")(normalize)
+kregistry.register(name="normalize", package="kdata.normalizer")(normalize)
 
 __all__ = [
     "BatchRows",

@@ -10,13 +10,15 @@ Example:
     ...                     file_hash="9f86d08...")            # doctest: +SKIP
 """
 
+from importlib import metadata as _metadata
+
 from kio._archive import UnsafeArchiveError, extract_archive
 from kio._cache import default_cache_dir
 from kio._errors import DownloadError, OfflineError
 from kio._get_file import get_file
 from kio._hashing import hash_file, validate_file
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("kutorch-kio")
 
 __all__ = [
     "DownloadError",

@@ -229,7 +229,7 @@ _BUILTINS: dict[str, ArchiveFormat] = {"tar": tar_format, "zip": zip_format}
 def register_builtins() -> None:
     """File the built-in formats in the registry (idempotent)."""
     for name, fmt in _BUILTINS.items():
-        kregistry.register(name, package=ARCHIVE_NAMESPACE)(fmt)
+        kregistry.register(name=name, package=ARCHIVE_NAMESPACE)(fmt)
 
 
 register_builtins()

@@ -78,7 +78,7 @@ _AUTO_BY_LENGTH = {40: "sha1", 64: "sha256", 128: "sha512"}
 def register_builtins() -> None:
     """File the built-in algorithms in the registry (idempotent)."""
     for name, factory in _BUILTINS.items():
-        kregistry.register(name, package=HASH_NAMESPACE)(factory)
+        kregistry.register(name=name, package=HASH_NAMESPACE)(factory)
 
 
 register_builtins()

@@ -7,6 +7,8 @@ Beyond one machine: ``init_distributed`` / ``wrap_ddp`` / ``shard`` / ``reduce_m
 on one machine without ``torchrun``.
 """
 
+from importlib import metadata as _metadata
+
 from ._devices import resolve_devices, visible_gpus
 from ._distributed import (
     DistributedContext,
@@ -26,7 +28,7 @@ from ._model import ParallelModel, multi_gpu_model
 from ._shard import ShardedDataset, ShardedSequence, shard
 from ._split import split_sizes
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("kutorch-kparallel")
 
 __all__ = [
     "DistributedContext",

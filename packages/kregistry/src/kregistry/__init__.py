@@ -13,6 +13,8 @@ Example:
     42
 """
 
+from importlib import metadata as _metadata
+
 from kregistry._registry import (
     get_custom_objects,
     get_registered_name,
@@ -29,7 +31,7 @@ from kregistry._scope import (
 )
 from kregistry._store import CustomObjects
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("kutorch-kregistry")
 
 __all__ = [
     "CustomObjectScope",

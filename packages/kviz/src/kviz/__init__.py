@@ -3,12 +3,14 @@
 Part of the k* family, a PyTorch-native port of ``keras.utils``.
 """
 
+from importlib import metadata as _metadata
+
 from ._forward import ForwardError
 from ._plot import model_to_dot, plot_model
 from ._render import GraphvizNotFoundError
 from ._summary import ModelSummary, SummaryRow, print_summary
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("kutorch-kviz")
 
 __all__ = [
     "ForwardError",
