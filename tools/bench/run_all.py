@@ -1,6 +1,6 @@
 """Run every package's benchmarks: `hatch run bench:all` (add --quick for a short run).
 
-Each tools/bench/bench_<package>.py has `main(quick: bool) -> list[Comparison]`; this
+Each tools/bench/bench_<package>.py (and bench_<package>_<topic>.py) has `main(quick: bool) -> list[Comparison]`; this
 prints their lines as they come, then a summary table of all ratios.
 """
 
@@ -31,12 +31,16 @@ def main() -> int:
     )
     results: list[tuple[str, Comparison]] = []
     for package in args.packages:
-        path = HERE / f"bench_{package}.py"
-        if not path.exists():
+        # bench_<package>.py and any bench_<package>_<topic>.py, in name order.
+        paths = sorted(HERE.glob(f"bench_{package}.py")) + sorted(
+            HERE.glob(f"bench_{package}_*.py")
+        )
+        if not paths:
             print(f"\n## {package}: no benchmark yet")
             continue
-        module = importlib.import_module(f"bench_{package}")
-        results.extend((package, c) for c in module.main(quick=args.quick))
+        for path in paths:
+            module = importlib.import_module(path.stem)
+            results.extend((package, c) for c in module.main(quick=args.quick))
     print("\n# summary (speed-up = how many times better ours is than the baseline)")
     below = 0
     for package, c in results:
