@@ -96,7 +96,7 @@ def test_damaged_archive_leaves_nothing(server: FaultServer, box: Sandbox) -> No
 
 
 def test_interrupted_custom_format_leaves_nothing(server: FaultServer, box: Sandbox) -> None:
-    @kregistry.register("half", package="kio.archive")
+    @kregistry.register(name="half", package="kio.archive")
     def half(path: str, target: str, unsafe: str) -> bool:
         os.makedirs(os.path.join(target, "out"))
         with open(os.path.join(target, "out", "first.txt"), "w") as handle:
@@ -110,7 +110,7 @@ def test_interrupted_custom_format_leaves_nothing(server: FaultServer, box: Sand
 
 
 def test_user_archive_format_by_name(server: FaultServer, box: Sandbox) -> None:
-    @kregistry.register("lines", package="kio.archive")
+    @kregistry.register(name="lines", package="kio.archive")
     def lines(path: str, target: str, unsafe: str) -> bool:
         text = Path(path).read_text(encoding="utf-8")
         if not text.startswith("LINES\n"):

@@ -154,7 +154,7 @@ def test_untar_with_absolute_fname_and_extract_with_folders(
 def test_user_registered_hash_algorithm(server: FaultServer, box: Sandbox) -> None:
     data = b"custom hashing"
 
-    @kregistry.register("blake2b", package="kio.hash")
+    @kregistry.register(name="blake2b", package="kio.hash")
     def blake2b() -> hashlib._Hash:
         return hashlib.blake2b(digest_size=16)
 

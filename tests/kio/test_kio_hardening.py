@@ -172,7 +172,7 @@ def test_interrupted_while_streaming_leaves_only_the_partial(
         def hexdigest(self) -> str:
             return self.inner.hexdigest()
 
-    kregistry.register("interrupting", package="kio.hash")(Interrupting)
+    kregistry.register(name="interrupting", package="kio.hash")(Interrupting)
     with pytest.raises(KeyboardInterrupt):
         get_file(
             "i.bin",

@@ -31,3 +31,25 @@ def worker_sees(names: list[str]) -> dict[str, Any]:
     """Run in a pool worker whose initializer installed a scope."""
     objects = kregistry.get_custom_objects()
     return {name: objects.get(name) for name in names}
+
+
+def resolve_error_in_child(name: str) -> tuple[type[BaseException], str] | None:
+    """Resolve ``name`` in a pool worker; report the error's type and message, if any."""
+    try:
+        kregistry.resolve(name)
+    except Exception as error:
+        return type(error), str(error)
+    return None
+
+
+class ResolvingDataset:
+    """A map-style dataset whose items resolve a name (torch not imported here)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> Any:
+        return kregistry.resolve(self.name, kind="normalizer")

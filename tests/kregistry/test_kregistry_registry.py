@@ -169,3 +169,62 @@ def test_resolve_callable_checks() -> None:
     with pytest.raises(TypeError, match=r"normalizer must be a registered name or a callable"):
         resolve(3.5, kind="normalizer")
     assert resolve(3.5, callable_only=False) == 3.5
+
+
+def test_register_takes_keras_argument_order() -> None:
+    # register_keras_serializable(package="Custom", name=None): the first positional
+    # argument is the package, here as in Keras.
+    register("my_pkg")(relu2)
+    assert get_registered_name(relu2) == "my_pkg>relu2"
+    register("other", "act2")(relu2)
+    assert get_registered_object("other>act2") is relu2
+
+
+def test_unknown_name_suggests_the_registered_spelling_once() -> None:
+    register(package="my_pkg")(relu2)
+    register(package="their_pkg", name="relu2")(relu2)
+    with pytest.raises(UnknownObjectError) as info:
+        resolve("relu2", kind="activation", module_objects={"relu": len})
+    suggestions = info.value.suggestions
+    assert "my_pkg>relu2" in suggestions and "their_pkg>relu2" in suggestions
+    assert len(suggestions) == len(set(suggestions))
+    assert str(info.value).count("'my_pkg>relu2'") == 1
+    # A name in both the registry and the caller's built-ins is suggested once.
+    with pytest.raises(UnknownObjectError) as info:
+        resolve("relu3", custom_objects={"relu2": relu2}, module_objects={"relu2": len})
+    assert info.value.suggestions.count("relu2") == 1
+
+
+def test_builtins_as_module_objects_survive_clearing_the_custom_objects() -> None:
+    builtins = {"normalize": len}
+    get_custom_objects().clear()  # the Keras idiom
+    assert resolve("normalize", namespace="pkg.norm", module_objects=builtins) is len
+    register(package="pkg.norm", name="normalize")(relu2)  # the user's own wins
+    assert resolve("normalize", namespace="pkg.norm", module_objects=builtins) is relu2
+
+
+def test_unknown_object_error_is_rebuilt_from_its_message_and_pickles() -> None:
+    import pickle
+
+    plain = UnknownObjectError("unknown thing 'x'")
+    assert str(plain) == "unknown thing 'x'" and plain.name is None
+    with pytest.raises(UnknownObjectError) as info:
+        resolve("minmx", kind="normalizer", module_objects={"minmax": len})
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is UnknownObjectError and str(copy) == str(info.value)
+    assert (copy.name, copy.kind, copy.suggestions) == ("minmx", "normalizer", ["minmax"])
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_unknown_object_error_keeps_its_type_through_a_dataloader_worker(context: str) -> None:
+    torch = pytest.importorskip("torch")
+    import _kreg_helpers as helpers
+
+    loader = torch.utils.data.DataLoader(
+        helpers.ResolvingDataset("no_such_normalizer"),
+        batch_size=None,
+        num_workers=1,
+        multiprocessing_context=context,
+    )
+    with pytest.raises(UnknownObjectError, match=r"no_such_normalizer"):
+        next(iter(loader))

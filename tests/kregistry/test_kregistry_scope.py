@@ -6,20 +6,24 @@ import asyncio
 import multiprocessing
 import pickle
 import threading
+import warnings
 from typing import Any
 
 import _kreg_helpers as helpers
 import pytest
 
+import kregistry._scope
 from kregistry import (
     CustomObjectScope,
     ScopedWorkerInit,
     ScopeSnapshot,
+    UnknownObjectError,
     capture_scope,
     custom_object_scope,
     get_custom_objects,
     get_registered_object,
     register,
+    resolve,
 )
 
 
@@ -209,11 +213,46 @@ def test_capture_records_added_replaced_and_hidden(populated: None) -> None:
     assert state() == before
 
 
-def test_unpicklable_scope_object_gives_a_clear_error() -> None:
-    with custom_object_scope({"inline": lambda x: x}):
+def test_unpicklable_scope_object_is_left_behind_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kregistry._scope, "_warned", set())
+    with custom_object_scope({"inline": lambda x: x, "triple": helpers.triple}):
         snapshot = capture_scope()
-    with pytest.raises(TypeError, match=r"scope object 'inline' .* cannot be pickled"):
+    with pytest.warns(RuntimeWarning, match=r"scope object 'inline' is not carried") as caught:
+        carried = pickle.loads(pickle.dumps(snapshot))
+    # The warning points at the line that pickled, not at kregistry's insides.
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per name: a second pickling stays quiet
         pickle.dumps(snapshot)
+    assert carried.added == {"triple": helpers.triple}
+    assert set(carried.unavailable) == {"inline"}
+    with carried:
+        assert resolve("triple") is helpers.triple
+        with pytest.raises(UnknownObjectError, match=r"could not be pickled") as info:
+            resolve("inline", kind="activation")
+        assert info.value.name == "inline" and info.value.suggestions == []
+    with pytest.raises(UnknownObjectError, match=r"unknown activation 'inline'; register"):
+        resolve("inline", kind="activation")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_pool_runs_beside_an_unpicklable_scope_object(method: str) -> None:
+    context = multiprocessing.get_context(method)
+    with custom_object_scope({"inline": lambda x: x, "triple": helpers.triple}):
+        init = ScopedWorkerInit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with context.Pool(1, initializer=init, initargs=(0,)) as pool:
+            seen = pool.apply(helpers.worker_sees, (["triple"],))
+            problem = pool.apply(helpers.resolve_error_in_child, ("inline",))
+    assert seen == {"triple": helpers.triple}
+    if method == "spawn":
+        assert problem is not None and problem[0] is UnknownObjectError
+        assert "could not be pickled" in problem[1]
+    else:  # a forked worker inherits the object itself
+        assert problem is None
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

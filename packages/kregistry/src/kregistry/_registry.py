@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -16,6 +17,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+_log = logging.getLogger("kregistry")
+
 _VIEW = CustomObjects()
 
 
@@ -23,7 +26,7 @@ def get_custom_objects() -> CustomObjects:
     """Return the live mapping of custom objects (name -> object).
 
     Changes made through it are seen by every later lookup in the same context. Inside a
-    :class:`CustomObjectScope` the mapping also holds the scope's objects, and whatever is
+    `CustomObjectScope` the mapping also holds the scope's objects, and whatever is
     added, replaced or removed through it is undone when the scope ends.
 
     Examples:
@@ -46,16 +49,21 @@ def _check_name(value: object, argument: str) -> str:
 
 
 def register(
-    name: str | None = None,
     package: str = "Custom",
+    name: str | None = None,
     *,
     replace: bool = False,
 ) -> Callable[[T], T]:
     """Decorator that files an object in the registry as ``"package>name"``.
 
+    The arguments come in the order of Keras's `register_keras_serializable(package,
+    name)`, so `@register("my_pkg")` files under the package `my_pkg` here as there.
+    Unlike Keras 3 (and like Keras 2.4 to 2.15), a different object under a name that is
+    already taken is an error unless `replace=True`.
+
     Args:
-        name: the name to file it under; defaults to the object's ``__name__``.
         package: the prefix that keeps names of different libraries apart.
+        name: the name to file it under; defaults to the object's `__name__`.
         replace: allow filing a *different* object under a name already taken.
             Registering the same object again is always allowed.
 
@@ -63,9 +71,9 @@ def register(
         The decorator; it returns the object unchanged.
 
     Raises:
-        TypeError: ``name`` or ``package`` is not a str, or the object has no
-            ``__name__`` and no ``name`` was given, or it is not callable.
-        ValueError: the name is taken by another object and ``replace`` is false.
+        TypeError: `package` or `name` is not a str, or the object has no
+            `__name__` and no `name` was given, or it is not callable.
+        ValueError: the name is taken by another object and `replace` is false.
 
     Examples:
         >>> @register(package="my_lib")
@@ -77,9 +85,9 @@ def register(
         True
         >>> del get_custom_objects()["my_lib>swish"]
     """
+    _check_name(package, "package")
     if name is not None:
         _check_name(name, "name")
-    _check_name(package, "package")
 
     def decorator(obj: T) -> T:
         if not callable(obj):
@@ -102,6 +110,9 @@ def register(
             del names[id(taken)]
         layer.objects[key] = obj
         names[id(obj)] = key
+        _log.debug(
+            "registered %r as %r%s", obj, key, " (replacing)" if taken is not _MISSING else ""
+        )
         return obj
 
     return decorator

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
+import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from kregistry._store import GLOBAL_LAYER, Layer, current_layer, set_layer
+
+_log = logging.getLogger("kregistry")
 
 __all__ = [
     "CustomObjectScope",
@@ -99,7 +103,7 @@ class CustomObjectScope:
 
 
 def custom_object_scope(*mappings: Mapping[str, Any] | None) -> CustomObjectScope:
-    """Return a :class:`CustomObjectScope`; Keras's spelling of the same thing.
+    """Return a `CustomObjectScope`; Keras's spelling of the same thing.
 
     Examples:
         >>> from kregistry import resolve
@@ -114,44 +118,60 @@ class ScopeSnapshot:
     """What the active scopes changed, frozen so that it can travel to another process.
 
     It holds the objects the scopes added or replaced and the names they hid, relative
-    to the registry. Pickle it (DataLoader does, for ``spawn`` workers) and call
-    :meth:`install` or use it as a context manager in the other process: that process
+    to the registry. Pickle it (DataLoader does, for `spawn` workers) and call
+    `install()` or use it as a context manager in the other process: that process
     then resolves the same names, on top of its own registry.
 
-    Raises (when pickled):
-        TypeError: an object of the scope cannot be pickled (a lambda, a local class);
-            the message names it.
+    Objects that cannot be pickled (a lambda, a local class) are left behind with one
+    warning per name, so a loader whose workers never use them still works; in the other
+    process, asking for such a name raises `UnknownObjectError` saying why it is missing.
+
+    Args:
+        added: objects by name that the scopes added or replaced.
+        removed: names the scopes hid.
+        unavailable: names left behind, each with the reason.
     """
 
-    __slots__ = ("added", "removed")
+    __slots__ = ("added", "removed", "unavailable")
 
-    def __init__(self, added: dict[str, Any], removed: frozenset[str]) -> None:
+    def __init__(
+        self,
+        added: dict[str, Any],
+        removed: frozenset[str],
+        unavailable: Mapping[str, str] | None = None,
+    ) -> None:
         self.added = added
         self.removed = removed
+        self.unavailable = dict(unavailable or {})
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed)
+        return bool(self.added or self.removed or self.unavailable)
 
     def __getstate__(self) -> dict[str, Any]:
+        carried: dict[str, Any] = {}
+        unavailable = dict(self.unavailable)
         for name, obj in self.added.items():
             try:
                 pickle.dumps(obj)
             except Exception as error:
-                raise TypeError(
-                    f"the scope object {name!r} ({obj!r}) cannot be pickled, so it cannot "
-                    f"be carried into another process; define it at module level "
-                    f"({type(error).__name__}: {error})"
-                ) from None
-        return {"added": self.added, "removed": self.removed}
+                reason = f"{obj!r} cannot be pickled: {type(error).__name__}: {error}"
+                unavailable[name] = reason
+                _warn_left_behind(name, reason)
+            else:
+                carried[name] = obj
+        return {"added": carried, "removed": self.removed, "unavailable": unavailable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.added = state["added"]
         self.removed = state["removed"]
+        self.unavailable = state.get("unavailable", {})
 
     def _layer(self, owner: object) -> Layer:
         layer = current_layer().child(self.added, owner=owner)
         for name in self.removed:
             layer.objects.pop(name, None)
+        if self.unavailable:
+            layer.unavailable = {**(layer.unavailable or {}), **self.unavailable}
         return layer
 
     def install(self) -> None:
@@ -161,6 +181,12 @@ class ScopeSnapshot:
         """
         if self:
             set_layer(self._layer(owner=self))
+            _log.debug(
+                "scope installed in this process: %d objects, %d hidden, %d left behind",
+                len(self.added),
+                len(self.removed),
+                len(self.unavailable),
+            )
 
     def __enter__(self) -> ScopeSnapshot:
         set_layer(self._layer(owner=self))
@@ -173,21 +199,39 @@ class ScopeSnapshot:
         set_layer(layer.parent)
 
     def __repr__(self) -> str:
-        return f"ScopeSnapshot(added={sorted(self.added)}, removed={sorted(self.removed)})"
+        left = f", unavailable={sorted(self.unavailable)}" if self.unavailable else ""
+        return f"ScopeSnapshot(added={sorted(self.added)}, removed={sorted(self.removed)}{left})"
+
+
+_warned: set[str] = set()
+
+
+def _warn_left_behind(name: str, reason: str) -> None:
+    if name in _warned:
+        return
+    _warned.add(name)
+    warnings.warn(
+        f"the scope object {name!r} is not carried into the worker process: {reason}. "
+        f"Workers that never use it are unaffected; one that asks for it gets an error. "
+        f"Define it at module level to carry it.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def capture_scope() -> ScopeSnapshot:
     """Capture what the active scopes of this context add to or hide from the registry.
 
-    Examples:
-        >>> import pickle
-        >>> from kregistry import resolve
-        >>> with custom_object_scope({"absolute": abs}):
-        ...     snap = capture_scope()
-        >>> carried = pickle.loads(pickle.dumps(snap))  # what another process receives
-        >>> with carried:
-        ...     resolve("absolute") is abs
-        True
+        Examples:
+            >>> import pickle
+    import warnings
+            >>> from kregistry import resolve
+            >>> with custom_object_scope({"absolute": abs}):
+            ...     snap = capture_scope()
+            >>> carried = pickle.loads(pickle.dumps(snap))  # what another process receives
+            >>> with carried:
+            ...     resolve("absolute") is abs
+            True
     """
     layer = current_layer()
     if layer is GLOBAL_LAYER:

@@ -3,11 +3,11 @@
 A *layer* is a plain dict of ``name -> object`` plus the names that ``register`` gave
 to objects. The global layer lives for the whole process. Entering a scope pushes a
 new layer that starts as a copy of the layer below it plus the scope's own objects;
-every read and write made through :func:`get_custom_objects` goes to the top layer of
+every read and write made through `get_custom_objects()` goes to the top layer of
 the calling context, and leaving the scope simply drops that layer. The layer below
 was never touched, so it is restored exactly, whatever the block did.
 
-The top layer is held in a :class:`contextvars.ContextVar`, so threads and asyncio
+The top layer is held in a `contextvars.ContextVar`, so threads and asyncio
 tasks each see their own scopes.
 """
 
@@ -23,7 +23,7 @@ __all__ = ["Layer", "CustomObjects", "current_layer", "set_layer", "GLOBAL_LAYER
 class Layer:
     """One level of the registry: objects by name, and registered names by object id."""
 
-    __slots__ = ("_owns_names", "deleted", "names", "objects", "owner", "parent")
+    __slots__ = ("_owns_names", "deleted", "names", "objects", "owner", "parent", "unavailable")
 
     def __init__(
         self,
@@ -41,6 +41,8 @@ class Layer:
         self.deleted: set[str] | None = None
         self.parent = parent
         self.owner = owner
+        # Names a parent process's scope held but could not send here (name -> why).
+        self.unavailable: dict[str, str] | None = parent.unavailable if parent else None
 
     def child(self, updates: dict[str, Any], owner: object) -> Layer:
         """A new layer on top of this one, seeded with a copy of it plus ``updates``."""
@@ -78,7 +80,7 @@ class CustomObjects(MutableMapping[str, Any]):
     """The live mapping of custom objects, as the calling context sees it.
 
     Outside any scope it reads and writes the process-wide registry. Inside a
-    :class:`~kregistry.CustomObjectScope` it shows the scope's objects as well, and
+    `CustomObjectScope` it shows the scope's objects as well, and
     changes made through it last until the scope ends, as in Keras 2.
     """
 
