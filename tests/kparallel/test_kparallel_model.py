@@ -151,7 +151,7 @@ class MultiIO(nn.Module):
         out = (self.a(u) + self.b(v) + extra["w"]) * scale
         if shift is not None:
             out = out + shift
-        return {"out": out, "parts": [u.sum(1), v], "tag": tag, "loss": out.pow(2).mean()}
+        return {"out": out, "parts": [u.sum(1), v], "tag": tag}
 
 
 def test_structures_in_and_out_and_non_tensor_args_to_every_replica() -> None:
@@ -159,16 +159,18 @@ def test_structures_in_and_out_and_non_tensor_args_to_every_replica() -> None:
     parallel = kp.multi_gpu_model(model, devices=cpu(3))
     u, v, w = torch.randn(7, 3), torch.randn(7, 4), torch.randn(7, 2)
     shift = torch.tensor(0.5)  # 0-dim: copied to every replica, not split
-    got = parallel((u, v), {"w": w}, scale=2.0, tag="x", shift=shift)
-    want = model((u, v), {"w": w}, scale=2.0, tag="x", shift=shift)
-    assert set(got) == {"out", "parts", "tag", "loss"}
+    got = parallel((u, v), {"w": w}, scale=2.0, tag=None, shift=shift)
+    want = model((u, v), {"w": w}, scale=2.0, tag=None, shift=shift)
+    assert set(got) == {"out", "parts", "tag"}
     torch.testing.assert_close(got["out"], want["out"])
     torch.testing.assert_close(got["parts"][0], want["parts"][0])
     torch.testing.assert_close(got["parts"][1], v)
     assert isinstance(got["parts"], list)
-    assert got["tag"] == "x"  # equal on every replica: returned once
-    # 0-dim outputs are stacked, one entry per replica (as nn.DataParallel does).
-    assert got["loss"].shape == (3,)
+    assert got["tag"] is None  # None on every replica stays None
+    # A string output is not merged silently: the error names where it sits.
+    with pytest.raises(kp.MergeError, match=r"output\['tag'\]") as info:
+        parallel((u, v), {"w": w}, tag="x")
+    assert info.value.path == "output['tag']"
 
 
 def test_namedtuple_output_keeps_its_type() -> None:
@@ -265,20 +267,6 @@ def test_parallel_model_validates_its_devices_and_template() -> None:
     parallel = kp.ParallelModel(mlp(), ["cpu", torch.device("cpu")])  # strings accepted
     assert parallel.devices == [torch.device("cpu")] * 2
     assert parallel(torch.randn(3, 6)).shape == (3, 4)
-
-
-def test_non_tensor_outputs_equal_once_else_one_per_replica() -> None:
-    class Counts(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = nn.Linear(2, 2)
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, None, str]:
-            return self.lin(x), int(x.shape[0]), None, "same"
-
-    out, rows, nothing, text = kp.multi_gpu_model(Counts(), devices=cpu(3))(torch.randn(7, 2))
-    assert out.shape == (7, 2)
-    assert rows == [3, 2, 2] and nothing is None and text == "same"
 
 
 def test_unshare_buffers_gives_same_device_replicas_their_own_buffers() -> None:

@@ -130,7 +130,7 @@ def main(quick: bool = False) -> list[Comparison]:
     results.append(
         compare(
             "split rule (split_inputs, 2 replicas) vs torch.tensor_split",
-            lambda: split_inputs((x,), {}, cpu2),
+            lambda: split_inputs((x,), {}, cpu2)[0],
             lambda: torch.tensor_split(x, 2),
             "tensor_split",
             repeat=repeat,
@@ -140,7 +140,7 @@ def main(quick: bool = False) -> list[Comparison]:
     results.append(
         compare(
             "merge rule (merge_outputs, 2 replicas) vs torch.cat",
-            lambda: merge_outputs(outs, torch.device("cpu")),
+            lambda: merge_outputs(outs, [len(o) for o in outs], torch.device("cpu")),
             lambda: torch.cat(outs),
             "torch.cat",
             repeat=repeat,
@@ -156,7 +156,7 @@ def main(quick: bool = False) -> list[Comparison]:
         with torch.no_grad():
             parts = [plain(p) for p in torch.tensor_split(x, n)]
         split_s = median_time(lambda d=devices: split_inputs((x,), {}, d), repeat, 200)
-        merge_s = median_time(lambda p=parts: merge_outputs(p, torch.device("cpu")), repeat, 200)
+        merge_s = median_time(lambda p=parts: merge_outputs(p, [len(o) for o in p], torch.device("cpu")), repeat, 200)
         print(
             f"{n:>8} {split_s * 1e6:>9.1f} {merge_s * 1e6:>9.1f} "
             f"{(split_s + merge_s) / step_s:>18.2%}"

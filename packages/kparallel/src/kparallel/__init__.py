@@ -23,6 +23,7 @@ from ._distributed import (
     unwrap,
     wrap_ddp,
 )
+from ._errors import MergeError, RankMismatchError
 from ._launch import free_port, launch
 from ._model import ParallelModel, multi_gpu_model
 from ._shard import ShardedDataset, ShardedSequence, shard
@@ -32,7 +33,9 @@ __version__ = _metadata.version("kutorch-kparallel")
 
 __all__ = [
     "DistributedContext",
+    "MergeError",
     "ParallelModel",
+    "RankMismatchError",
     "ShardedDataset",
     "ShardedSequence",
     "barrier",

@@ -15,7 +15,8 @@ Two replica paths share the split and merge rules of ``_split``:
 Buffers (BatchNorm running statistics and the like) follow ``nn.DataParallel`` on both
 paths: every replica normalises with its own chunk's statistics, and only the first
 replica's in-place buffer updates are kept (it works on the template's buffers; the
-others work on copies that are dropped).
+others work on copies that are dropped). While a batch-statistics layer trains, no replica
+gets a one-row chunk (fewer replicas are used for that call).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._devices import DeviceLike, resolve_devices
-from ._split import generic_gather, generic_scatter, merge_outputs, split_inputs
+from ._split import MergeFn, generic_gather, generic_scatter, merge_outputs, split_inputs
 
 __all__ = ["ParallelModel", "multi_gpu_model"]
 
@@ -74,8 +76,15 @@ class ParallelModel(nn.Module):
     It owns nothing: its parameters, buffers and submodules *are* the template's (the same
     dictionaries), so an optimizer over ``parallel.parameters()`` trains the template,
     ``parallel.state_dict()`` has the template's keys (no ``module.`` prefix) and
-    ``template.state_dict()`` holds the trained weights. ``train()``/``eval()``/``to()``
-    act on the template.
+    ``template.state_dict()`` holds the trained weights. It is a view of the template:
+    ``train()``/``eval()``/``to()``/``apply()`` act on the template, ``.training`` is the
+    template's, ``parameters()``/``buffers()`` are exactly the template's, and
+    ``modules()``/``named_modules()`` yield the wrapper, then every module of the
+    template (the template itself included, under the same name).
+
+    Side effects in the template's ``forward`` (a call counter, forward hooks registered
+    on the template or its submodules) run once per replica that gets rows, as under
+    ``nn.DataParallel``; hooks registered on the wrapper run once per call.
 
     Args:
         template: The model to replicate.
@@ -84,9 +93,12 @@ class ParallelModel(nn.Module):
             ``multi_gpu_model``'s job).
         cpu_merge: Merge outputs on the CPU (True) or on ``devices[0]``.
         cpu_relocation: The template lives on the CPU and replicas are made from it.
+        merge: Keyword-only: ``merge(path, values, sizes)`` merges the output parts that
+            the merge rule cannot (see ``multi_gpu_model``).
 
     Raises:
-        TypeError: ``template`` is not an ``nn.Module`` or a device has the wrong type.
+        TypeError: ``template`` is not an ``nn.Module``, ``merge`` is not callable, or a
+            device has the wrong type.
         ValueError: fewer than two devices, or one that does not exist.
 
     Examples:
@@ -103,12 +115,17 @@ class ParallelModel(nn.Module):
         *,
         cpu_merge: bool = True,
         cpu_relocation: bool = False,
+        merge: MergeFn | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(template, nn.Module):
             raise TypeError(
                 f"ParallelModel(template=...) expects a torch.nn.Module, got "
                 f"{type(template).__name__}"
+            )
+        if merge is not None and not callable(merge):
+            raise TypeError(
+                f"merge must be None or a function merge(path, values, sizes), got {merge!r}"
             )
         devices = resolve_devices(None, devices)
         # object.__setattr__: nn.Module.__setattr__ would register the template as a child,
@@ -117,6 +134,7 @@ class ParallelModel(nn.Module):
         object.__setattr__(self, "_devices", list(devices))
         object.__setattr__(self, "cpu_merge", bool(cpu_merge))
         object.__setattr__(self, "cpu_relocation", bool(cpu_relocation))
+        object.__setattr__(self, "merge", merge)
         # Share the registries: same parameters, buffers, children, hence same keys.
         object.__setattr__(self, "_parameters", template._parameters)
         object.__setattr__(self, "_buffers", template._buffers)
@@ -124,7 +142,6 @@ class ParallelModel(nn.Module):
             self, "_non_persistent_buffers_set", template._non_persistent_buffers_set
         )
         object.__setattr__(self, "_modules", template._modules)
-        object.__setattr__(self, "training", template.training)
         uses_parallel = not cpu_relocation and all(d.type == "cuda" for d in self._devices)
         object.__setattr__(self, "_torch_parallel", uses_parallel)
 
@@ -166,12 +183,53 @@ class ParallelModel(nn.Module):
             return getattr(self.__dict__["_template"], name)
 
     # -- state that must be the template's ------------------------------------------------
+    @property  # type: ignore[override]
+    def training(self) -> bool:
+        """The template's ``training`` flag (one flag: they never drift apart)."""
+        template = self.__dict__.get("_template")
+        if template is None:  # during nn.Module.__init__
+            return bool(self.__dict__.get("_training_before_template", True))
+        return bool(template.training)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        template = self.__dict__.get("_template")
+        if template is None:
+            self.__dict__["_training_before_template"] = mode
+        else:
+            template.training = mode
+
     def train(self, mode: bool = True) -> ParallelModel:
+        """Set training mode on the template and all its submodules (as ``nn.Module``)."""
         if not isinstance(mode, bool):
             raise TypeError(f"train(mode) expects a bool, got {mode!r}")
         self.template.train(mode)
-        object.__setattr__(self, "training", mode)
         return self
+
+    def apply(self, fn: Callable[[nn.Module], None]) -> ParallelModel:
+        """``template.apply(fn)``: ``fn`` visits every module of the template, once each."""
+        self.template.apply(fn)
+        return self
+
+    def named_modules(
+        self,
+        memo: set[nn.Module] | None = None,
+        prefix: str = "",
+        remove_duplicate: bool = True,
+    ) -> Iterator[tuple[str, nn.Module]]:
+        """The wrapper, then the template's ``named_modules`` under the same prefix."""
+        if memo is None:
+            memo = set()
+        if self not in memo:
+            if remove_duplicate:
+                memo.add(self)
+            yield prefix, self
+        yield from self.template.named_modules(memo, prefix, remove_duplicate)
+
+    def _named_members(self, *args: Any, **kwargs: Any) -> Any:
+        # parameters(), buffers() and their named forms: exactly the template's.
+        members: Callable[..., Any] = self.template._named_members
+        return members(*args, **kwargs)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
         apply: Callable[..., Any] = self.template._apply
@@ -201,9 +259,21 @@ class ParallelModel(nn.Module):
             return self._forward_torch_parallel(args, kwargs)
         return self._forward_generic(args, kwargs)
 
+    def _min_rows(self) -> int:
+        """2 while a batch-statistics layer trains (a 1-row chunk breaks it), else 1."""
+        for module in self.template.modules():
+            if isinstance(module, _BatchNorm) and (
+                module.training or module.running_mean is None or module.running_var is None
+            ):
+                return 2
+        return 1
+
+    def _merge(self, outputs: list[Any], sizes: list[int], gather: Any) -> Any:
+        return merge_outputs(outputs, sizes, self.output_device, gather=gather, merge=self.merge)
+
     def _forward_generic(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         template = self.template
-        parts = split_inputs(args, kwargs, self.devices)
+        parts, sizes = split_inputs(args, kwargs, self.devices, min_rows=self._min_rows())
         params = dict(template.named_parameters())
         buffers = dict(template.named_buffers())
         outputs = []
@@ -229,7 +299,7 @@ class ParallelModel(nn.Module):
                     for name, value in moved.items():
                         buffers[name].copy_(value)
             outputs.append(out)
-        return merge_outputs(outputs, self.output_device)
+        return self._merge(outputs, sizes, generic_gather)
 
     def _forward_torch_parallel(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from torch.nn.parallel import parallel_apply, replicate
@@ -243,7 +313,9 @@ class ParallelModel(nn.Module):
                     f"first replica's device) but one is on {t.device}; was the model moved "
                     "after multi_gpu_model? Move it back with model.to(...)."
                 )
-        parts = split_inputs(args, kwargs, self.devices, scatter=_cuda_scatter)
+        parts, sizes = split_inputs(
+            args, kwargs, self.devices, scatter=_cuda_scatter, min_rows=self._min_rows()
+        )
         used = self.devices[: len(parts)]
         if len(parts) == 1:
             a, k = parts[0]
@@ -252,7 +324,7 @@ class ParallelModel(nn.Module):
             replicas = replicate(template, used, not torch.is_grad_enabled())
             _unshare_buffers(template, replicas, used)
             outputs = parallel_apply(replicas, [p[0] for p in parts], [p[1] for p in parts], used)
-        return merge_outputs(outputs, self.output_device, gather=_cuda_gather)
+        return self._merge(outputs, sizes, _cuda_gather)
 
 
 def _unshare_buffers(
@@ -292,13 +364,25 @@ def multi_gpu_model(
     cpu_relocation: bool = False,
     *,
     devices: Sequence[DeviceLike] | None = None,
+    merge: MergeFn | None = None,
 ) -> ParallelModel:
     """Replicate ``model`` on several devices: Keras's single-machine data parallelism.
 
     Each call splits the batch (dim 0 of every input tensor) into balanced chunks, runs one
-    replica per chunk, and concatenates the outputs. The returned module shares its weights
-    with ``model``: train it, then save ``model`` (or either one's ``state_dict()``: the
-    keys are the template's).
+    replica per chunk, and merges the outputs into what the plain model would return. The
+    returned module shares its weights with ``model``: train it, then save ``model`` (or
+    either one's ``state_dict()``: the keys are the template's).
+
+    The merge rule, part by part of the output: a tensor whose dim 0 is each replica's
+    chunk size is concatenated; ``None`` stays ``None``; tuples, namedtuples, lists, dicts
+    and dataclasses keep their structure; a list with one entry per row (its length is the
+    chunk size on every replica, its entries of one type, and not a structure of batch
+    tensors) is concatenated as a list, e.g. a detection model's list of per-image dicts.
+    Anything else (a Python number, a string, a 0-dim tensor, a tensor without a batch
+    dimension) raises `MergeError` naming the part's path, unless ``merge`` handles it.
+
+    While a batch-statistics layer (BatchNorm) trains, no replica gets a one-row chunk:
+    fewer replicas are used for that call (5 rows on 3 replicas: chunks of 3 and 2).
 
     Args:
         model: The template ``nn.Module``.
@@ -313,12 +397,17 @@ def multi_gpu_model(
         devices: Torch-native alternative to ``gpus`` (keyword-only): any list of at least
             two devices, repeats allowed, e.g. ``["cpu", "cpu"]`` or
             ``["cuda:0", "cuda:0"]``.
+        merge: Keyword-only: ``merge(path, values, sizes)`` returns the merged value of an
+            output part the rule cannot merge; ``path`` names the part (``"output[1]"``),
+            ``values`` holds each replica's value and ``sizes`` their chunk sizes. E.g.
+            ``lambda path, values, sizes: sum(values)`` for a per-chunk count.
 
     Returns:
         A ``ParallelModel``, used like ``model``.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``, or an argument has the wrong type.
+        TypeError: ``model`` is not an ``nn.Module``, ``merge`` is not callable, or an
+            argument has the wrong type.
         ValueError: ``gpus`` is an int <= 1 or a list of length <= 1, ``gpus=None`` finds
             fewer than two GPUs, a requested GPU does not exist, or both ``gpus`` and
             ``devices`` are given.
@@ -341,9 +430,15 @@ def multi_gpu_model(
     for name, value in (("cpu_merge", cpu_merge), ("cpu_relocation", cpu_relocation)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool, got {value!r}")
+    if merge is not None and not callable(merge):
+        raise TypeError(
+            f"merge must be None or a function merge(path, values, sizes), got {merge!r}"
+        )
     replica_devices = resolve_devices(gpus, devices)
     if cpu_relocation:
         model.to(_CPU)
     elif all(d.type == "cuda" for d in replica_devices):
         model.to(replica_devices[0])
-    return ParallelModel(model, replica_devices, cpu_merge=cpu_merge, cpu_relocation=cpu_relocation)
+    return ParallelModel(
+        model, replica_devices, cpu_merge=cpu_merge, cpu_relocation=cpu_relocation, merge=merge
+    )

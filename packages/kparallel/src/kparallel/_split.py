@@ -1,31 +1,51 @@
 """The split and merge rules that both replica paths share.
 
+Containers are whatever kparallel's one walker (``_tree.children``) opens: dicts
+(``OrderedDict``, ``defaultdict``...), tuples, namedtuples, lists and dataclasses.
+
 Split: the batch size is dim 0 of the first tensor (of one or more dimensions) found in the
-call's positional then keyword arguments, walking tuples, lists and dicts in order. Every
-such tensor must have that dim 0 and is cut into contiguous, balanced chunks (7 rows on 3
-replicas: 3, 2, 2); a batch smaller than the replica count uses fewer replicas (one row
-each). Zero-dimensional tensors are copied to every replica's device; anything that is not
-a tensor (ints, strings, None, flags, objects) goes to every replica unchanged.
+call's positional then keyword arguments. Every such tensor must have that dim 0 and is cut
+into contiguous, balanced chunks (7 rows on 3 replicas: 3, 2, 2); a batch smaller than the
+replica count uses fewer replicas. With ``min_rows=2`` (a module whose batch-statistics
+layers train) no chunk gets a single row: fewer replicas are used instead. Zero-dimensional
+tensors are copied to every replica's device; anything that is not a tensor (ints, strings,
+None, flags, objects) goes to every replica unchanged.
 
-Merge: the replicas' outputs must have the same structure; tensors are concatenated along
-dim 0 on the target device, zero-dimensional ones (a per-replica loss, say) are stacked
-into a vector with one entry per replica (as ``nn.DataParallel`` does); other values are
-returned once when every replica returned an equal value, else as a list, one per replica.
+Merge, part by part, the replicas' outputs against their chunk sizes:
 
-How one tensor is moved is pluggable: the generic movers use ``narrow``/``to``/``cat`` (any
+* a tensor whose dim 0 is its replica's chunk size on every replica (a batch tensor) is
+  concatenated along dim 0 on the target device;
+* ``None`` on every replica stays ``None``;
+* tuples, namedtuples, lists, dicts and dataclasses of the same shape on every replica
+  keep their structure, merged part by part;
+* a list whose length is its replica's chunk size on every replica, whose entries all have
+  one type, and that cannot be merged as a structure of batch tensors, is a per-sample
+  list: the lists are concatenated (the entries' tensors moved to the target device);
+* anything else (numbers, strings, 0-dim tensors, tensors without a batch dimension,
+  structures that differ between replicas) goes to the user's ``merge`` function when one
+  was given, else raises ``MergeError`` naming the part's path.
+
+How one tensor is moved is pluggable: the generic movers use ``split``/``to``/``cat`` (any
 device, autograd-aware); the CUDA path passes ``torch.nn.parallel``'s Scatter and Gather.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 
+from ._errors import MergeError
+from ._tree import children, map_tensors
+
 __all__ = [
-    "ScatterFn",
     "GatherFn",
+    "MergeFn",
+    "ScatterFn",
     "batch_size_of",
     "generic_gather",
     "generic_scatter",
@@ -34,8 +54,11 @@ __all__ = [
     "split_sizes",
 ]
 
+logger = logging.getLogger("kparallel")
+
 ScatterFn = Callable[[torch.Tensor, list[int], list[torch.device]], Sequence[torch.Tensor]]
 GatherFn = Callable[[list[torch.Tensor], torch.device], torch.Tensor]
+MergeFn = Callable[[str, list[Any], list[int]], Any]
 
 
 def generic_scatter(
@@ -44,7 +67,7 @@ def generic_scatter(
     """Cut ``tensor`` along dim 0 into ``sizes`` and move chunk i to ``devices[i]``.
 
     On the tensor's own device a chunk is a view (no copy); gradients flow back through
-    ``narrow`` and ``to``.
+    ``split`` and ``to``.
     """
     chunks = torch.split(tensor, sizes, dim=0)
     return [chunk.to(device) for chunk, device in zip(chunks, devices, strict=True)]
@@ -61,17 +84,10 @@ def _tensors(obj: object, path: str) -> list[tuple[str, torch.Tensor]]:
     """Every tensor leaf of ``obj`` with its path, in walking order."""
     if isinstance(obj, torch.Tensor):
         return [(path, obj)]
-    if isinstance(obj, Mapping):
-        found: list[tuple[str, torch.Tensor]] = []
-        for key, value in obj.items():
-            found.extend(_tensors(value, f"{path}[{key!r}]"))
-        return found
-    if isinstance(obj, tuple | list):
-        found = []
-        for i, value in enumerate(obj):
-            found.extend(_tensors(value, f"{path}[{i}]"))
-        return found
-    return []
+    node = children(obj)
+    if node is None:
+        return []
+    return [leaf for suffix, value in node[0] for leaf in _tensors(value, path + suffix)]
 
 
 def batch_size_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | None:
@@ -83,7 +99,7 @@ def batch_size_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | Non
     Raises:
         ValueError: two batch tensors disagree on dim 0 (the message names both).
     """
-    leaves = _tensors(args, "args") + _tensors(dict(kwargs), "kwargs")
+    leaves = _tensors(tuple(args), "args") + _tensors(dict(kwargs), "kwargs")
     batched = [(p, t) for p, t in leaves if t.dim() >= 1]
     if not batched:
         return None
@@ -100,18 +116,51 @@ def batch_size_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | Non
     return size
 
 
-def split_sizes(batch: int, replicas: int) -> list[int]:
+def _as_int(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+
+
+def split_sizes(batch: int, replicas: int, *, min_rows: int = 1) -> list[int]:
     """Balanced chunk sizes: ``batch`` rows over at most ``replicas`` replicas.
+
+    Args:
+        batch: Rows in the batch, >= 0.
+        replicas: Replicas available, >= 1.
+        min_rows: Keyword-only: the fewest rows a chunk may get (fewer replicas are used
+            instead); ``multi_gpu_model`` passes 2 while batch-statistics layers train. A
+            batch smaller than ``min_rows`` stays whole, on one replica.
+
+    Returns:
+        One size per replica used, largest first, summing to ``batch`` (``[0]`` for an
+        empty batch).
+
+    Raises:
+        ValueError: a negative batch, or ``replicas`` / ``min_rows`` below 1.
+        TypeError: an argument that is not an int (numpy integers are accepted).
 
     Examples:
         >>> split_sizes(7, 3)
         [3, 2, 2]
         >>> split_sizes(2, 3)
         [1, 1]
+        >>> split_sizes(5, 3, min_rows=2)
+        [3, 2]
     """
+    batch = _as_int("batch", batch)
+    replicas = _as_int("replicas", replicas)
+    min_rows = _as_int("min_rows", min_rows)
+    if batch < 0:
+        raise ValueError(f"batch must be >= 0, got {batch}")
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
-    used = max(1, min(replicas, batch))
+    if min_rows < 1:
+        raise ValueError(f"min_rows must be >= 1, got {min_rows}")
+    used = max(1, min(replicas, batch // min_rows))
     base, extra = divmod(batch, used)
     return [base + 1] * extra + [base] * (used - extra)
 
@@ -124,33 +173,12 @@ def _split(
         if obj.dim() == 0:
             return [obj.to(device) for device in devices]
         return list(scatter(obj, sizes, devices))
-    if isinstance(obj, Mapping):
-        per_key = {k: _split(v, sizes, devices, scatter) for k, v in obj.items()}
-        return [_rebuild_mapping(obj, {k: v[i] for k, v in per_key.items()}) for i in range(n)]
-    if isinstance(obj, tuple | list):
-        parts = [_split(v, sizes, devices, scatter) for v in obj]
-        return [_rebuild_sequence(obj, [p[i] for p in parts]) for i in range(n)]
-    return [obj] * n
-
-
-def _rebuild_mapping(template: Mapping[Any, Any], items: dict[Any, Any]) -> Any:
-    if type(template) is dict:
-        return items
-    try:
-        return cast(Any, type(template))(items)
-    except TypeError:
-        return items
-
-
-def _rebuild_sequence(template: tuple[Any, ...] | list[Any], items: list[Any]) -> Any:
-    if isinstance(template, tuple) and hasattr(template, "_fields"):  # a namedtuple
-        return type(template)(*items)
-    if type(template) in (tuple, list):
-        return type(template)(items)
-    try:
-        return type(template)(items)
-    except TypeError:
-        return tuple(items) if isinstance(template, tuple) else items
+    node = children(obj)
+    if node is None:
+        return [obj] * n
+    parts, rebuild = node
+    split_parts = [_split(value, sizes, devices, scatter) for _, value in parts]
+    return [rebuild([p[i] for p in split_parts]) for i in range(n)]
 
 
 def split_inputs(
@@ -159,7 +187,8 @@ def split_inputs(
     devices: list[torch.device],
     *,
     scatter: ScatterFn = generic_scatter,
-) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    min_rows: int = 1,
+) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], list[int]]:
     """One ``(args, kwargs)`` per replica that gets rows (possibly fewer than ``devices``).
 
     Args:
@@ -167,63 +196,165 @@ def split_inputs(
         kwargs: The call's keyword arguments.
         devices: One device per replica.
         scatter: How one tensor is cut and moved (generic or ``torch.nn.parallel``).
+        min_rows: The fewest rows a chunk may get (see ``split_sizes``).
 
     Returns:
-        A list of ``(args, kwargs)``, one for each replica used, in device order.
+        ``(parts, sizes)``: a list of ``(args, kwargs)``, one for each replica used, in
+        device order, and the chunk sizes (``[0]`` when the call holds no batch tensor).
 
     Raises:
         ValueError: batch tensors disagree on dim 0.
     """
     batch = batch_size_of(args, kwargs)
-    sizes = [0] if batch is None else split_sizes(batch, len(devices))
+    sizes = [0] if batch is None else split_sizes(batch, len(devices), min_rows=min_rows)
     used = devices[: len(sizes)]
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "multi_gpu_model: %s rows split %s over %s",
+            batch,
+            sizes,
+            ", ".join(str(d) for d in used),
+        )
     split_args = _split(tuple(args), sizes, used, scatter)
     split_kwargs = _split(dict(kwargs), sizes, used, scatter)
-    return [(tuple(a), dict(k)) for a, k in zip(split_args, split_kwargs, strict=True)]
+    parts = [(tuple(a), dict(k)) for a, k in zip(split_args, split_kwargs, strict=True)]
+    return parts, sizes
 
 
-def _equal(a: object, b: object) -> bool:
-    if a is b:
-        return True
-    try:
-        return bool(type(a) is type(b) and a == b)
-    except Exception:  # an == that returns an array or raises: treat as different
-        return False
+class _NotBatched(Exception):
+    """Internal: a part that the rule cannot merge (carries the path and the reason)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+
+def _describe(values: list[Any]) -> str:
+    def one(v: Any) -> str:
+        if isinstance(v, torch.Tensor):
+            return f"tensor of shape {tuple(v.shape)}"
+        text = repr(v)
+        return f"{type(v).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+    return ", ".join(one(v) for v in values)
+
+
+class _Merger:
+    def __init__(
+        self,
+        sizes: list[int],
+        target: torch.device,
+        gather: GatherFn,
+        merge: MergeFn | None,
+    ) -> None:
+        self.sizes = sizes
+        self.target = target
+        self.gather = gather
+        self.merge = merge
+
+    def fallback(self, path: str, values: list[Any], reason: str, strict: bool) -> Any:
+        if strict:
+            raise _NotBatched(path, reason)
+        if self.merge is not None:
+            return self.merge(path, list(values), list(self.sizes))
+        raise MergeError(
+            f"multi_gpu_model cannot merge {path}: {reason} (the replicas returned "
+            f"{_describe(values)} for chunks of {self.sizes} rows). Its rule concatenates "
+            "tensors whose dim 0 is the batch, keeps tuples, lists, dicts and dataclasses "
+            "of them, and concatenates per-sample lists (one entry per row); return one of "
+            "those, or pass multi_gpu_model(..., merge=fn), fn(path, values, sizes) -> "
+            "merged value, to merge this part yourself.",
+            path=path,
+        )
+
+    def per_sample(self, values: list[Any]) -> bool:
+        if not all(type(v) is list and len(v) == n for v, n in zip(values, self.sizes)):
+            return False
+        types = {type(entry) for v in values for entry in v}
+        return len(types) <= 1
+
+    def run(self, values: list[Any], path: str, strict: bool) -> Any:
+        sizes = self.sizes
+        first = values[0]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            if all(v.dim() >= 1 and int(v.shape[0]) == n for v, n in zip(values, sizes)):
+                return self.gather(list(values), self.target)
+            reason = (
+                "a 0-dim tensor (one per replica)"
+                if all(v.dim() == 0 for v in values)
+                else "a tensor without a batch dimension (dim 0 is not each chunk's rows)"
+            )
+            return self.fallback(path, values, reason, strict)
+        if all(v is None for v in values):
+            return None
+        nodes = [children(v) for v in values]
+        if nodes[0] is None or any(
+            node is None or type(v) is not type(first) for node, v in zip(nodes, values)
+        ):
+            if self.per_sample(values):
+                return self.concat(values)
+            kinds = sorted({type(v).__name__ for v in values})
+            reason = (
+                f"a value of type {kinds[0]}, not a batch tensor"
+                if len(kinds) == 1
+                else f"different types on different replicas ({', '.join(kinds)})"
+            )
+            return self.fallback(path, values, reason, strict)
+        parts_list = [node[0] for node in nodes if node is not None]
+        suffixes = [s for s, _ in parts_list[0]]
+        if any([s for s, _ in parts] != suffixes for parts in parts_list[1:]):
+            if self.per_sample(values):
+                return self.concat(values)
+            return self.fallback(
+                path, values, "a container whose keys or length differ by replica", strict
+            )
+        if type(first) is list and self.per_sample(values):
+            # Read as structure when every part is a batch tensor (or a structure of
+            # them); else as one entry per row.
+            try:
+                return self.structure(values, nodes, path, strict=True)
+            except _NotBatched:
+                return self.concat(values)
+        return self.structure(values, nodes, path, strict)
+
+    def structure(self, values: list[Any], nodes: list[Any], path: str, strict: bool) -> Any:
+        parts_list = [node[0] for node in nodes]
+        merged = [
+            self.run([parts[i][1] for parts in parts_list], path + suffix, strict)
+            for i, (suffix, _) in enumerate(parts_list[0])
+        ]
+        return nodes[0][1](merged)
+
+    def concat(self, values: list[Any]) -> list[Any]:
+        target = self.target
+        return [map_tensors(lambda t: t.to(target), e) for e in itertools.chain(*values)]
 
 
 def merge_outputs(
-    outputs: list[Any], target: torch.device, *, gather: GatherFn = generic_gather
+    outputs: list[Any],
+    sizes: list[int],
+    target: torch.device,
+    *,
+    gather: GatherFn = generic_gather,
+    merge: MergeFn | None = None,
 ) -> Any:
     """Merge the replicas' outputs into one result on ``target`` (see the module rules).
 
+    Args:
+        outputs: One output per replica used, in device order.
+        sizes: The rows each of those replicas received.
+        target: Where merged tensors go.
+        gather: How batch tensors are concatenated.
+        merge: ``merge(path, values, sizes)`` for the parts the rule cannot merge.
+
+    Returns:
+        The merged output, shaped as the plain model's would be.
+
     Raises:
-        ValueError: the replicas returned different structures.
+        MergeError: a part the rule cannot merge, and no ``merge`` function (the message
+            and its ``path`` attribute name the part, e.g. ``output['count']``).
     """
-    first = outputs[0]
-    if isinstance(first, torch.Tensor):
-        if not all(isinstance(o, torch.Tensor) for o in outputs):
-            raise ValueError("the replicas returned a tensor on some replicas only")
-        if first.dim() == 0:
-            return gather([o.reshape(1) for o in outputs], target)
-        return gather(list(outputs), target)
-    if isinstance(first, Mapping):
-        keys = list(first.keys())
-        for o in outputs[1:]:
-            if not isinstance(o, Mapping) or list(o.keys()) != keys:
-                raise ValueError(
-                    f"the replicas returned dicts with different keys: {keys} vs "
-                    f"{list(o.keys()) if isinstance(o, Mapping) else type(o).__name__}"
-                )
-        merged = {k: merge_outputs([o[k] for o in outputs], target, gather=gather) for k in keys}
-        return _rebuild_mapping(first, merged)
-    if isinstance(first, tuple | list):
-        for o in outputs[1:]:
-            if not isinstance(o, tuple | list) or len(o) != len(first):
-                raise ValueError("the replicas returned sequences of different lengths")
-        items = [
-            merge_outputs([o[i] for o in outputs], target, gather=gather) for i in range(len(first))
-        ]
-        return _rebuild_sequence(first, items)
-    if all(_equal(first, o) for o in outputs[1:]):
-        return first
-    return list(outputs)
+    if len(outputs) != len(sizes):
+        raise ValueError(f"got {len(outputs)} outputs for {len(sizes)} chunk sizes")
+    return _Merger(list(sizes), target, gather, merge).run(list(outputs), "output", strict=False)
