@@ -2,8 +2,10 @@
 
 Steps, each must pass: Graphviz present (installed with apt-get when root), lint and
 types, the full test suite, each package's tests alone in an environment holding only
-that package, kregistry and the test tools, and the docs site built in strict mode.
-Extra arguments go to the full pytest.
+that package, kregistry and the test tools, each package installed from the clone by the
+README's pip command in a fresh venv, the fast tests against the oldest dependency
+versions the pyprojects claim, and the docs site built in strict mode (which fails on
+raw Sphinx roles). Extra arguments go to the full pytest.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def main(argv: list[str]) -> None:
         # tests see the code of this checkout, not a copy left by an earlier run.
         subprocess.run(["hatch", "env", "remove", f"solo.{package}"], cwd=ROOT, check=False)
         step(f"tests of {package} alone", ["hatch", "run", f"solo.{package}:test"])
+    step("each package installed alone, as the README says", ["python", "tools/check_install.py"])
+    subprocess.run(["hatch", "env", "remove", "lowest"], cwd=ROOT, check=False)
+    step("fast tests on the oldest declared dependencies", ["hatch", "run", "lowest:test"])
     step("docs site, strict", ["hatch", "run", "docs:build"])
     print("\nci: all steps passed")
 
