@@ -1,29 +1,115 @@
-"""Turning numpy batches into tensors, and pinning them, without copies where possible."""
+"""Turning numpy batches into tensors, and pinning them; kdata's one nested-structure walker."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["to_tensors", "pin_batch", "accelerator_available"]
+__all__ = ["accelerator_available", "map_structure", "pin_batch", "to_tensors"]
 
 # numpy kinds torch can hold: bool, signed/unsigned ints, floats, complex
 _TENSOR_KINDS = frozenset("biufc")
 
 
-def to_tensors(batch: Any) -> Any:
+def map_structure(fn: Callable[[Any], Any], batch: Any) -> Any:
+    """Apply `fn` to every leaf of a nested batch, keeping each container's type.
+
+    The one walker of kdata. Containers: tuple, list, namedtuple, dict and any other
+    mapping (`OrderedDict`, `defaultdict` with its `default_factory`, ...), and dataclass
+    instances (their `init` fields). Everything else (arrays, tensors, strings, scalars) is
+    a leaf. A mapping type that cannot be rebuilt from a dict comes back as a `dict`.
+
+    Examples:
+        >>> from collections import OrderedDict
+        >>> out = map_structure(lambda v: v * 2, OrderedDict(a=1, b=(2, [3])))
+        >>> type(out).__name__, dict(out)
+        ('OrderedDict', {'a': 2, 'b': (4, [6])})
+    """
+    kind = type(batch)
+    if kind is tuple:
+        return tuple([map_structure(fn, item) for item in batch])
+    if kind is list:
+        return [map_structure(fn, item) for item in batch]
+    if kind is dict:
+        return {key: map_structure(fn, value) for key, value in batch.items()}
+    if isinstance(batch, tuple):
+        items = [map_structure(fn, item) for item in batch]
+        if hasattr(batch, "_fields"):  # a namedtuple
+            return kind(*items)
+        return kind(items)  # a tuple subclass
+    if isinstance(batch, list):
+        return kind([map_structure(fn, item) for item in batch])
+    if isinstance(batch, Mapping):
+        converted = {key: map_structure(fn, value) for key, value in batch.items()}
+        if isinstance(batch, defaultdict):
+            return kind(batch.default_factory, converted)
+        try:
+            return kind(converted)
+        except TypeError:
+            return converted
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        changes = {
+            field.name: map_structure(fn, getattr(batch, field.name))
+            for field in dataclasses.fields(batch)
+            if field.init
+        }
+        return dataclasses.replace(batch, **changes)
+    return fn(batch)
+
+
+def _array_to_tensor(array: np.ndarray[Any, Any], copy: bool) -> Any:
+    if array.dtype.kind not in _TENSOR_KINDS:
+        return array  # strings, objects: unchanged
+    if array.flags.writeable and array.dtype.isnative:
+        try:
+            tensor = torch.from_numpy(array)
+        except (TypeError, ValueError):  # negative strides, ...
+            pass
+        else:
+            return tensor.clone() if copy else tensor
+    # read-only, byte-swapped or negative strides: one copy, native order, positive strides
+    return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), order="C"))
+
+
+def _leaf_to_tensor(leaf: Any, copy: bool) -> Any:
+    if isinstance(leaf, np.ndarray):
+        return _array_to_tensor(leaf, copy)
+    if isinstance(leaf, np.generic):
+        if leaf.dtype.kind in _TENSOR_KINDS:
+            return torch.as_tensor(leaf)
+        return leaf
+    if copy and isinstance(leaf, torch.Tensor):
+        return leaf.clone()
+    return leaf
+
+
+def _leaf_to_tensor_copy(leaf: Any) -> Any:
+    return _leaf_to_tensor(leaf, True)
+
+
+def _leaf_to_tensor_shared(leaf: Any) -> Any:
+    return _leaf_to_tensor(leaf, False)
+
+
+def to_tensors(batch: Any, *, copy: bool = False) -> Any:
     """Turn the numpy arrays (and numpy scalars) of a batch into tensors, recursively.
 
-    Tuples, lists, dicts (any mapping) and namedtuples keep their structure; arrays become
-    tensors sharing their memory where numpy allows it (``torch.from_numpy``); arrays of
-    strings or objects, tensors and everything else pass through unchanged.
+    Tuples, lists, namedtuples, dicts (`OrderedDict`, `defaultdict`, any mapping) and
+    dataclasses keep their structure and type; arrays of strings or objects and everything
+    else pass through unchanged.
 
     Args:
         batch: an array, a scalar, or a nested tuple/list/dict of them.
+        copy: `False` (default): a tensor shares its array's memory where numpy allows it
+            (`torch.from_numpy`, no copy), and tensors pass through as they are. `True`:
+            every tensor in the result owns fresh memory (arrays and tensors copied), so
+            a later change to the source arrays cannot reach the batch.
 
     Returns:
         The same structure with tensors in place of numeric numpy arrays.
@@ -33,11 +119,15 @@ def to_tensors(batch: Any) -> Any:
         >>> x, y = to_tensors((np.zeros((2, 3)), np.array([1, 0])))
         >>> tuple(x.shape), y.dtype
         ((2, 3), torch.int64)
+        >>> source = np.zeros(2)
+        >>> shared, copied = to_tensors(source), to_tensors(source, copy=True)
+        >>> source[0] = 7.0
+        >>> float(shared[0]), float(copied[0])
+        (7.0, 0.0)
     """
-    kind = type(batch)
-    if kind is tuple:
+    if not copy and type(batch) is tuple:
         # (x, y) of plain arrays is by far the most common batch: convert it without a
-        # recursive call per item, since this runs once per batch (the loader's overhead)
+        # walk per item, since this runs once per batch (the loader's overhead)
         items = []
         for item in batch:
             if type(item) is np.ndarray and item.flags.writeable:
@@ -46,42 +136,15 @@ def to_tensors(batch: Any) -> Any:
                     continue
                 except (TypeError, ValueError):
                     pass
-            items.append(to_tensors(item))
+            items.append(map_structure(_leaf_to_tensor_shared, item))
         return tuple(items)
-    if isinstance(batch, np.ndarray):
-        if batch.flags.writeable:
-            try:
-                # the common case first: one call, no dtype inspection (a per-batch cost)
-                return torch.from_numpy(batch)
-            except (TypeError, ValueError):
-                pass
-        return _odd_array(batch)
-    if isinstance(batch, np.generic):
-        if batch.dtype.kind in _TENSOR_KINDS:
-            return torch.as_tensor(batch)
-        return batch
-    if isinstance(batch, tuple):  # a namedtuple
-        return type(batch)(*[to_tensors(item) for item in batch])
-    if isinstance(batch, list):
-        return [to_tensors(item) for item in batch]
-    if isinstance(batch, Mapping):
-        converted = {key: to_tensors(value) for key, value in batch.items()}
-        if type(batch) is dict:
-            return converted
+    if not copy and type(batch) is np.ndarray and batch.flags.writeable:
         try:
-            return type(batch)(converted)  # type: ignore[call-arg]
-        except TypeError:
-            return converted
-    return batch
-
-
-def _odd_array(batch: np.ndarray[Any, Any]) -> Any:
-    """Arrays ``torch.from_numpy`` refuses or warns about: strings, read-only, byte-swapped,
-    negative strides."""
-    if batch.dtype.kind not in _TENSOR_KINDS:
-        return batch
-    # one copy, native byte order, positive strides, writable
-    return torch.from_numpy(np.array(batch, dtype=batch.dtype.newbyteorder("="), order="C"))
+            # the common case first: one call, no dtype inspection (a per-batch cost)
+            return torch.from_numpy(batch)
+        except (TypeError, ValueError):
+            pass
+    return map_structure(_leaf_to_tensor_copy if copy else _leaf_to_tensor_shared, batch)
 
 
 def accelerator_available() -> bool:
@@ -92,10 +155,17 @@ def accelerator_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _pin_leaf(leaf: Any) -> Any:
+    if isinstance(leaf, torch.Tensor) and leaf.device.type == "cpu" and not leaf.is_pinned():
+        return leaf.pin_memory()
+    return leaf
+
+
 def pin_batch(batch: Any) -> Any:
     """Copy every CPU tensor of a (nested) batch into pinned (page-locked) memory.
 
-    Without an accelerator there is nothing to pin for: the batch comes back unchanged.
+    Containers keep their type (as `to_tensors`). Without an accelerator there is nothing
+    to pin for: the batch comes back unchanged.
 
     Examples:
         >>> import torch
@@ -105,27 +175,26 @@ def pin_batch(batch: Any) -> Any:
     """
     if not accelerator_available():
         return batch
-    return _pin(batch)
+    return map_structure(_pin_leaf, batch)
 
 
-def _pin(batch: Any) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch if batch.is_pinned() or batch.device.type != "cpu" else batch.pin_memory()
-    if isinstance(batch, tuple):
-        if hasattr(batch, "_fields"):
-            return type(batch)(*(_pin(item) for item in batch))
-        return tuple(_pin(item) for item in batch)
-    if isinstance(batch, list):
-        return [_pin(item) for item in batch]
-    if isinstance(batch, Mapping):
-        return {key: _pin(value) for key, value in batch.items()}
-    return batch
-
-
-def warn_no_accelerator() -> None:
-    """Say once, as DataLoader does, that ``pin_memory=True`` has nothing to pin for."""
+def warn_no_accelerator(stacklevel: int = 3) -> None:
+    """Say, as DataLoader does, that `pin_memory=True` has nothing to pin for."""
     warnings.warn(
         "pin_memory=True, but no accelerator is available: batches are not pinned",
         UserWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
+
+
+def _copy_leaf(leaf: Any) -> Any:
+    if isinstance(leaf, np.ndarray):
+        return leaf.copy()
+    if isinstance(leaf, torch.Tensor):
+        return leaf.clone()
+    return leaf
+
+
+def copy_batch(batch: Any) -> Any:
+    """A copy of a (nested) batch whose arrays and tensors own fresh memory."""
+    return map_structure(_copy_leaf, batch)

@@ -1,7 +1,8 @@
-"""``SequenceLoader``: epochs over a ``Sequence`` with the guarantees Keras promised."""
+"""`SequenceLoader`: epochs over a `Sequence` with the guarantees Keras promised."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
@@ -15,10 +16,28 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import kregistry
-from kdata._convert import accelerator_available, pin_batch, to_tensors, warn_no_accelerator
-from kdata._order import epoch_order, resolve_seed, resolve_shard, shard
+from kdata._convert import (
+    accelerator_available,
+    copy_batch,
+    pin_batch,
+    to_tensors,
+    warn_no_accelerator,
+)
+from kdata._order import (
+    _as_int,
+    check_not_sharded,
+    epoch_order,
+    group_matches,
+    resolve_seed,
+    resolve_shard,
+    shard,
+    shard_length,
+)
+from kdata._state import StateDiff, diffable, fingerprint, seeded_global_rngs
 
 __all__ = ["SequenceLoader"]
+
+logger = logging.getLogger("kdata")
 
 
 def _with_batch_index(error: Exception, index: int, sequence: object) -> Exception:
@@ -32,6 +51,9 @@ def _with_batch_index(error: Exception, index: int, sequence: object) -> Excepti
     try:
         wrapped = type(error)(message)
         if message in str(wrapped):
+            # keep what the error carries besides its message (a name, suggestions, ...)
+            extra = {k: v for k, v in vars(error).items() if k not in vars(wrapped)}
+            vars(wrapped).update(extra)
             return wrapped
     except Exception:
         pass
@@ -53,11 +75,13 @@ def _fetch(sequence: Any, index: int) -> Any:
 
 
 class _EpochFetcher(Dataset[Any]):
-    """What worker processes hold: the sequence, refreshed when the main process says so.
+    """What worker processes hold: the sequence, brought up to date when the main says so.
 
-    A task is ``(generation, state_path, index)``. ``generation`` counts the
-    ``on_epoch_end`` calls whose effect workers must see; persistent workers that are
-    behind load the main process's pickled sequence from ``state_path`` once.
+    A task is `(generation, state_path, index)`. `generation` counts the updates of the
+    main process's sequence that workers must see; a persistent worker that is behind
+    loads the update from `state_path` once: the attributes that changed since the
+    workers were started (a small dict when `on_epoch_end` reshuffles an index array),
+    or, for a sequence whose state is not a plain `__dict__`, the whole sequence.
     """
 
     def __init__(self, sequence: Any) -> None:
@@ -71,7 +95,14 @@ class _EpochFetcher(Dataset[Any]):
         generation, state_path, index = task
         if generation != self.generation and state_path is not None:
             with open(state_path, "rb") as file:
-                self.sequence = pickle.load(file)
+                update = pickle.load(file)
+            if "sequence" in update:
+                self.sequence = update["sequence"]
+            else:
+                state = vars(self.sequence)
+                for name in update["delete"]:
+                    state.pop(name, None)
+                state.update(update["set"])
             self.generation = generation
         return _fetch(self.sequence, index)
 
@@ -100,53 +131,88 @@ def _identity(batch: Any) -> Any:
 def _merge(base: kregistry.ScopeSnapshot, top: kregistry.ScopeSnapshot) -> kregistry.ScopeSnapshot:
     added = {**base.added, **top.added}
     removed = (base.removed | top.removed) - added.keys()
+    unavailable = {
+        **getattr(base, "unavailable", {}),
+        **getattr(top, "unavailable", {}),
+    }
+    for name in added:
+        unavailable.pop(name, None)
+    if unavailable:
+        return kregistry.ScopeSnapshot(added, frozenset(removed), unavailable)  # type: ignore[call-arg,unused-ignore]
     return kregistry.ScopeSnapshot(added, frozenset(removed))
 
 
 class SequenceLoader:
-    """Run epochs over a :class:`Sequence` (or any dataset of batches), Keras's promises kept.
+    """Run epochs over a [`Sequence`][kdata.Sequence] (or any dataset of batches).
 
-    ``for batch in loader`` runs one epoch. In it every batch index of
-    ``range(len(sequence))`` (this rank's share of it, when sharded) is fetched exactly
-    once, whatever ``num_workers`` is (0, 1, 4; fork or spawn), and batches come back in
-    epoch order. After the last batch, ``sequence.on_epoch_end()`` is called exactly once,
+    `for batch in loader` runs one epoch. In it every batch index of
+    `range(len(sequence))` (this rank's share of it, when sharded) is fetched exactly
+    once, whatever `num_workers` is (0, 1, 4; fork or spawn), and batches come back in
+    epoch order. After the last batch, `sequence.on_epoch_end()` is called exactly once,
     in the main process; workers see its effect in the next epoch, persistent workers
-    included (the main process's sequence is sent to them once per epoch), and a length
-    that it changes is used for the next epoch. An epoch left early (``break``, an
-    exception) does not call ``on_epoch_end``.
+    included (they are sent only the attributes that changed), and a length that it
+    changes is used for the next epoch. An epoch left early (`break`, an exception) does
+    not call `on_epoch_end`.
+
+    Batches never share memory with the sequence's arrays: with `num_workers=0` each
+    batch is copied (`copy=False` opts out); with workers, batches cross a process boundary
+    and are fresh anyway.
+
+    Sharding across `torch.distributed` ranks follows `DistributedSampler` exactly (same
+    seed, epoch and `drop_last`: the same batch indices per rank). Without `drop_last`,
+    every rank gets `ceil(len / world_size)` batches, the order padded by repeating its
+    first batches (a few batches are seen twice per epoch), so no rank waits for another
+    in a collective. With a process group, the ranks also agree on the sequence's state:
+    `on_epoch_end` runs with numpy's, `random`'s and torch's global generators seeded
+    identically on every rank (the previous generator states are restored afterwards),
+    and array and list attributes that still differ (a generator of its own, a shuffle
+    in `__init__`) are replaced by rank 0's, with a warning.
 
     Args:
-        sequence: a :class:`Sequence`, or any object with ``__getitem__(int)`` returning a
-            batch and ``__len__`` (``on_epoch_end`` is optional).
-        shuffle: shuffle the batch order each epoch; the order depends only on ``seed``
-            and the epoch number.
-        seed: seed of the shuffles (and of the workers' random generators); by default one
-            drawn once per loader (shared by all ranks through the process group).
+        sequence: a [`Sequence`][kdata.Sequence], or any object with `__getitem__(int)`
+            returning a batch and `__len__` (`on_epoch_end` is optional).
+        shuffle: shuffle the batch order each epoch; the order depends only on `seed`
+            and the epoch number (`DistributedSampler`'s permutation).
+        seed: seed of the shuffles, of `on_epoch_end`'s global generators when sharded,
+            and of the workers' generators; by default one drawn once per loader (shared
+            by all ranks through the process group).
         num_workers: worker processes fetching batches; 0 fetches in this process, with
             no DataLoader in between.
         convert: turn numpy arrays in batches (arrays, tuples, lists, dicts) into tensors.
         pin_memory: put batches in pinned memory (when an accelerator is present).
-        multiprocessing_context: ``"fork"``, ``"spawn"``, ``"forkserver"`` or a context.
+        multiprocessing_context: `"fork"`, `"spawn"`, `"forkserver"` or a context.
         persistent_workers: keep the workers between epochs.
         prefetch_factor: batches loaded in advance by each worker (DataLoader's default).
         timeout: seconds to wait for a batch from a worker (0: forever).
         worker_init_fn: called in each worker with its id, after the kregistry scope is
             installed there.
-        rank: this process's rank; with ``world_size``, the loader yields only its share of
-            each epoch (every batch goes to exactly one rank). Both ``None``: taken from
-            the initialized ``torch.distributed`` default group, else no sharding.
+        rank: this process's rank; with `world_size`, the loader yields only its share of
+            each epoch. Both `None`: taken from the initialized `torch.distributed`
+            default group, else no sharding.
         world_size: the number of ranks.
-        drop_last: when sharded, drop the last ``len % world_size`` batches of each epoch so
-            every rank gets the same count.
+        drop_last: when sharded, drop the last `len % world_size` batches of each epoch
+            instead of padding, so every rank gets the same count.
+        copy: with `num_workers=0`, copy each batch so that it never shares memory with
+            the sequence's arrays (an in-place `on_epoch_end` cannot rewrite batches
+            already yielded). `False`: zero-copy, at that risk.
+        agree_ranks: when sharded with a process group, seed `on_epoch_end` identically
+            on every rank and make the ranks' array and list attributes agree (see
+            above). `False` leaves that to you.
 
     The kregistry scope active when the loader is created, and the one active when an
     epoch starts (it wins), are installed in every worker process (fork and spawn), so
-    names registered in a ``custom_object_scope`` resolve inside ``__getitem__``.
+    names registered in a `custom_object_scope` resolve inside `__getitem__`.
+
+    If a batch raises, the error (its message naming the batch) is re-raised after the
+    worker processes are stopped; `close()` (or leaving a `with` block) stops persistent
+    workers.
 
     Raises:
-        TypeError: ``sequence`` has no ``__getitem__``/``__len__``, or an argument has the
+        TypeError: `sequence` has no `__getitem__`/`__len__`, or an argument has the
             wrong type.
-        ValueError: a bad ``num_workers``, ``rank``/``world_size`` or ``seed``.
+        ValueError: a bad `num_workers`, `rank`/`world_size` or `seed`, or a sequence
+            already sharded (`__kshard__` set, e.g. by `kparallel.shard`) that this loader
+            would shard again.
 
     Examples:
         >>> import numpy as np
@@ -177,24 +243,33 @@ class SequenceLoader:
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool = False,
+        copy: bool = True,
+        agree_ranks: bool = True,
     ) -> None:
         if not (hasattr(sequence, "__getitem__") and hasattr(sequence, "__len__")):
             raise TypeError(
                 f"sequence must have __getitem__ and __len__ (a kdata.Sequence), got "
                 f"{type(sequence).__name__}"
             )
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int):
-            raise TypeError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        num_workers = _as_int(num_workers, "num_workers")
         if num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        if prefetch_factor is not None:
+            prefetch_factor = _as_int(prefetch_factor, "prefetch_factor")
+        for name, flag in (
+            ("shuffle", shuffle),
+            ("drop_last", drop_last),
+            ("copy", copy),
+            ("agree_ranks", agree_ranks),
+        ):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if persistent_workers and num_workers == 0:
-            raise ValueError("persistent_workers=True needs num_workers > 0")
+            raise ValueError("persistent_workers=True needs num_workers > 0, got num_workers=0")
         if worker_init_fn is not None and not callable(worker_init_fn):
             raise TypeError(f"worker_init_fn must be callable or None, got {worker_init_fn!r}")
         self.sequence = sequence
-        self.shuffle = shuffle
+        self.shuffle = bool(shuffle)
         self.num_workers = num_workers
         self.convert = convert
         self.pin_memory = pin_memory
@@ -204,58 +279,149 @@ class SequenceLoader:
         self.timeout = timeout
         self.worker_init_fn = worker_init_fn
         self.rank, self.world_size = resolve_shard(rank, world_size)
-        self.drop_last = drop_last
-        self.seed = resolve_seed(seed, self.world_size, shuffle)
+        check_not_sharded(sequence, f"sequence {type(sequence).__name__}", self.world_size)
+        self.drop_last = bool(drop_last)
+        self.copy = bool(copy)
+        # collectives (seed agreement, state checks) only on the group this loader shards by
+        self._agree = bool(agree_ranks) and self.world_size > 1
+        self._collective = self._agree and group_matches(self.rank, self.world_size)
+        self._seed_shared = seed is not None or self._collective
+        self.seed = resolve_seed(seed, self.world_size, self.shuffle or self._collective)
         self.epoch = 0
         self._scope = kregistry.capture_scope()
         self._loader: DataLoader[Any] | None = None
+        self._iterator: Any = None  # the running epoch's DataLoader iterator
         self._fetcher: _EpochFetcher | None = None
         self._sampler = _TaskSampler()
         self._state_dir: str | None = None
+        self._diff: StateDiff | None = None
         self._stale = False  # on_epoch_end ran since the workers last got the sequence
         self._warned_pickle = False
+        self._warned_disagree = False
+        self._checked_start = False
+        self.published_bytes: list[int] = []  # bytes sent to persistent workers, per update
+        if self.world_size > 1:
+            logger.info(
+                "SequenceLoader(%s): rank %d of %d, %d batches per rank per epoch, seed %d",
+                type(sequence).__name__,
+                self.rank,
+                self.world_size,
+                len(self),
+                self.seed,
+            )
 
     # -- epochs -------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
         """Set the number of the next epoch (it fixes the shuffle), as DistributedSampler."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        epoch = _as_int(epoch, "epoch")
+        if epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self.epoch = epoch
 
     def order(self, epoch: int | None = None) -> list[int]:
-        """The batch indices this rank fetches in ``epoch`` (default: the next one)."""
-        epoch = self.epoch if epoch is None else epoch
+        """The batch indices this rank fetches in `epoch` (default: the next one).
+
+        Exactly `list(DistributedSampler(...))` for the same length, rank, world size,
+        shuffle, seed, epoch and `drop_last`.
+        """
+        epoch = self.epoch if epoch is None else _as_int(epoch, "epoch")
         full = epoch_order(len(self.sequence), self.shuffle, self.seed, epoch)
         return shard(full, self.rank, self.world_size, self.drop_last).tolist()  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         """Batches in the next epoch, for this rank."""
-        length = len(self.sequence)
-        if self.world_size == 1:
-            return length
-        if self.drop_last:
-            return length // self.world_size
-        return len(range(self.rank, length, self.world_size))
+        return shard_length(len(self.sequence), self.world_size, self.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
-        order = np.asarray(self.order(), dtype=np.int64)
+        epoch = self.epoch
         self.epoch += 1
-        if self.num_workers == 0:
-            return self._run_inline(order)
-        return self._run_workers(order)
+        return self._run_epoch(epoch)
 
-    def _end_epoch(self) -> None:
+    def _run_epoch(self, epoch: int) -> Iterator[Any]:
+        if self._collective and not self._checked_start:
+            self._checked_start = True
+            self._agree_state("the start", warn=False)
+        order = np.asarray(self.order(epoch), dtype=np.int64)
+        if self.num_workers == 0:
+            yield from self._run_inline(order)
+        else:
+            yield from self._run_workers(order)
+        self._end_epoch(epoch)
+
+    def _end_epoch(self, epoch: int) -> None:
         end = getattr(self.sequence, "on_epoch_end", None)
-        if end is not None:
+        if end is None:
+            return
+        if self._agree and self._seed_shared:
+            # every rank draws the same "random" numbers in on_epoch_end
+            seed = int(np.random.SeedSequence([self.seed, epoch, 0x6B64]).generate_state(1)[0])
+            logger.debug("on_epoch_end of epoch %d with global RNGs seeded %d", epoch, seed)
+            with seeded_global_rngs(seed):
+                end()
+        else:
             end()
-            self._stale = True
+        self._stale = True
+        if self._collective:
+            self._agree_state(f"the end of epoch {epoch}", warn=True)
+
+    def _agree_state(self, when: str, warn: bool) -> None:
+        """Make every rank hold rank 0's array and list attributes (a collective)."""
+        dist = torch.distributed
+        mine = fingerprint(self.sequence)
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, mine)
+        union = set().union(*gathered)
+        first = gathered[0]
+        names = sorted(
+            n for n in union if any(t.get(n, _MISSING) != first.get(n, _MISSING) for t in gathered)
+        )
+        if not names:
+            return
+        name = type(self.sequence).__name__
+        attributes = [n for n in names if n != "__len__"]
+        box: list[Any] = [None]
+        if self.rank == 0:
+            state = getattr(self.sequence, "__dict__", {})
+            box = [{n: state[n] for n in attributes if n in state}]
+        dist.broadcast_object_list(box, src=0)
+        if self.rank != 0:
+            state = vars(self.sequence)
+            for n in attributes:
+                state.pop(n, None)
+            state.update(box[0])
+        self._stale = True
+        lengths = [len(self.sequence)]
+        all_lengths: list[Any] = [None] * self.world_size
+        dist.all_gather_object(all_lengths, lengths[0])
+        if len(set(all_lengths)) > 1:
+            raise RuntimeError(
+                f"the ranks disagree on len({name}) at {when} ({all_lengths}) even after "
+                f"taking rank 0's attributes {attributes}: every rank must hold the same "
+                f"sequence when SequenceLoader shards it"
+            )
+        message = (
+            f"the ranks disagreed on {name}'s attributes {attributes} at {when}; rank 0's "
+            f"values were sent to every rank"
+        )
+        if warn and not self._warned_disagree:
+            self._warned_disagree = True
+            warnings.warn(
+                f"{message}. on_epoch_end runs with numpy's, random's and torch's global "
+                f"generators seeded alike on every rank, so it draws from a generator of "
+                f"its own (np.random.default_rng() without a seed?): seed it the same on "
+                f"every rank to avoid sending these attributes each epoch",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        else:
+            logger.info("%s (a shuffle in __init__ without a seed?)", message)
 
     def _run_inline(self, order: np.ndarray[Any, Any]) -> Iterator[Any]:
-        sequence, convert = self.sequence, self.convert
+        sequence, convert, copy = self.sequence, self.convert, self.copy
         pin = self.pin_memory and accelerator_available()
         if self.pin_memory and not pin:
-            warn_no_accelerator()
+            warn_no_accelerator(stacklevel=4)
         scope = _merge(self._scope, kregistry.capture_scope())
         if scope or pin or not convert:
             for index in order.tolist():
@@ -265,31 +431,46 @@ class SequenceLoader:
                 else:
                     batch = _fetch(sequence, index)
                 if convert:
-                    batch = to_tensors(batch)
+                    batch = to_tensors(batch, copy=copy and not pin)
+                elif copy:
+                    batch = copy_batch(batch)
                 if pin:
-                    batch = pin_batch(batch)
+                    batch = pin_batch(batch)  # a copy already
                 yield batch
-        else:
-            # the common case, kept to the bare minimum per batch (the goal: a plain loop)
-            getitem = sequence.__getitem__
-            for index in order.tolist():
-                try:
-                    batch = getitem(index)
-                except Exception as error:
-                    wrapped = _with_batch_index(error, index, sequence)
-                    if wrapped is error:
-                        raise
-                    raise wrapped from error
-                yield to_tensors(batch)
-        self._end_epoch()
+            return
+        # the common case, kept to the bare minimum per batch (the goal: a plain loop)
+        getitem = sequence.__getitem__
+        for index in order.tolist():
+            try:
+                batch = getitem(index)
+            except Exception as error:
+                wrapped = _with_batch_index(error, index, sequence)
+                if wrapped is error:
+                    raise
+                raise wrapped from error
+            yield to_tensors(batch, copy=copy)
 
     def _run_workers(self, order: np.ndarray[Any, Any]) -> Iterator[Any]:
         loader = self._worker_loader()
         self._sampler.order = order
         iterator = iter(loader)
-        yield from iterator
+        self._iterator = iterator
+        try:
+            yield from iterator
+        except GeneratorExit:
+            if not self.persistent_workers:  # left early: stop the workers now, not at gc
+                _stop(iterator)
+            raise
+        except BaseException:
+            # as Keras's OrderedEnqueuer: no worker outlives the error it reports
+            _stop(iterator)
+            if loader is self._loader:
+                self._loader = None
+                loader._iterator = None
+            raise
+        finally:
+            self._iterator = None
         del iterator
-        self._end_epoch()
 
     def _worker_loader(self) -> DataLoader[Any]:
         if self._loader is not None and self.persistent_workers:
@@ -304,6 +485,10 @@ class SequenceLoader:
         self._stale = False
         self._fetcher = _EpochFetcher(self.sequence)
         self._sampler.generation, self._sampler.state_path = 0, None
+        self._diff = None
+        overrides = _overrides_epoch_end(self.sequence)
+        if self.persistent_workers and overrides and diffable(self.sequence):
+            self._diff = StateDiff(self.sequence)
         scope = _merge(self._scope, kregistry.capture_scope())
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
@@ -321,26 +506,40 @@ class SequenceLoader:
             timeout=self.timeout,
             generator=generator,
         )
+        logger.debug(
+            "starting %d %s workers for %s",
+            self.num_workers,
+            self.multiprocessing_context or "default-context",
+            type(self.sequence).__name__,
+        )
         if self.pin_memory and not accelerator_available():
-            warn_no_accelerator()
+            warn_no_accelerator(stacklevel=5)
         return self._loader
 
     def _publish_state(self) -> bool:
-        """Write the main process's sequence where persistent workers will load it.
+        """Write what persistent workers need to catch up with the main process's sequence.
 
-        Returns False (after one warning) when the sequence cannot be pickled.
+        That is the attributes changed since the workers started (by content), or the
+        whole sequence when its state is not a plain `__dict__`. Returns False (after one
+        warning) when that cannot be pickled.
         """
         try:
-            blob = pickle.dumps(self.sequence, protocol=pickle.HIGHEST_PROTOCOL)
+            if self._diff is not None:
+                updates, deleted = self._diff.changes(self.sequence)
+                update: dict[str, Any] = {"set": updates, "delete": deleted}
+            else:
+                update = {"sequence": self.sequence}
+            blob = pickle.dumps(update, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
             if not self._warned_pickle:
                 self._warned_pickle = True
                 warnings.warn(
-                    f"{type(self.sequence).__name__} cannot be pickled ({error}), so its "
-                    f"on_epoch_end changes cannot be sent to persistent workers; they are "
-                    f"restarted each epoch instead (define the class at module level)",
+                    f"{type(self.sequence).__name__}'s state changed by on_epoch_end cannot "
+                    f"be pickled ({error}), so it cannot be sent to persistent workers; they "
+                    f"are restarted each epoch instead (define the class and what it holds "
+                    f"at module level)",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
             return False
         if self._state_dir is None:
@@ -356,6 +555,14 @@ class SequenceLoader:
         if old is not None:
             # no task of the last epoch is in flight any more
             os.remove(old)
+        self.published_bytes.append(len(blob))
+        logger.debug(
+            "sent %d bytes of %s's state to persistent workers (update %d%s)",
+            len(blob),
+            type(self.sequence).__name__,
+            generation,
+            f": {sorted(update['set']) + sorted(update['delete'])}" if "set" in update else "",
+        )
         return True
 
     # -- resources ----------------------------------------------------------------------
@@ -363,14 +570,14 @@ class SequenceLoader:
     def _shutdown_workers(self) -> None:
         loader, self._loader = self._loader, None
         if loader is not None:
-            iterator = getattr(loader, "_iterator", None)
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
+            _stop(getattr(loader, "_iterator", None))
             loader._iterator = None
 
     def close(self) -> None:
-        """Stop persistent workers and remove the files used to refresh them."""
+        """Stop the worker processes (persistent or of a running epoch) and remove the
+        files used to refresh them."""
+        iterator, self._iterator = self._iterator, None
+        _stop(iterator)
         self._shutdown_workers()
         if self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
@@ -396,6 +603,17 @@ class SequenceLoader:
             f"num_workers={self.num_workers}, epoch={self.epoch}, rank={self.rank}/"
             f"{self.world_size})"
         )
+
+
+_MISSING = object()
+
+
+def _stop(iterator: Any) -> None:
+    """Stop a DataLoader iterator's worker processes (joined, or terminated if stuck)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+        logger.debug("stopped the worker processes")
 
 
 def _overrides_epoch_end(sequence: object) -> bool:
