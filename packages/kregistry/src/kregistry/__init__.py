@@ -35,15 +35,15 @@ __version__ = _metadata.version("kutorch-kregistry")
 
 __all__ = [
     "CustomObjectScope",
-    "CustomObjects",
-    "ScopeSnapshot",
-    "ScopedWorkerInit",
-    "UnknownObjectError",
-    "capture_scope",
     "custom_object_scope",
     "get_custom_objects",
+    "register",
     "get_registered_name",
     "get_registered_object",
-    "register",
     "resolve",
+    "UnknownObjectError",
+    "CustomObjects",
+    "capture_scope",
+    "ScopeSnapshot",
+    "ScopedWorkerInit",
 ]
