@@ -172,15 +172,18 @@ def _extract(
     archive_format: Any,
     unsafe: str,
 ) -> None:
+    from kio._archive import warn_user
+
+    # Under the archive's lock: only this archive's temporary folders whose owner is gone.
     clean_stale_temps(datadir, os.path.basename(archive))
     remove_quietly(state.extracted)
+    # The entries come back only once every extracted member is verified in place, so
+    # the marker below is never written for a partial extraction.
     entries = extract_to_folder(archive, datadir, formats, unsafe, reserved=(STATE_DIR,))
     if entries is None:
-        warnings.warn(
+        warn_user(
             f"extract=True but {archive!r} is not an archive of format {archive_format!r}; "
-            "it was left as it is",
-            UserWarning,
-            stacklevel=4,
+            "it was left as it is"
         )
         return
     identity = FileIdentity.of(archive)
