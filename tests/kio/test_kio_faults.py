@@ -3,6 +3,7 @@ with and without Range support; retries, resume, clean restarts, final errors.""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -192,11 +193,21 @@ def test_partial_longer_than_file_gets_416_then_restart(server: FaultServer, box
     url = server.add("/small.bin", data, range_ok=True)
     folder = box.cache / "datasets" / ".kio"
     folder.mkdir(parents=True)
-    (folder / "small.bin.part").write_bytes(payload(5000, seed=99))
-    (folder / "small.bin.part.json").write_text(f'{{"url": "{url}"}}')
+    partial = folder / "small.bin.part"
+    partial.write_bytes(payload(5000, seed=99))
+    st = partial.stat()
+    etag = server.app.files["/small.bin"].etag
+    record = {"url": url, "etag": etag, "part": {"inode": st.st_ino, "device": st.st_dev}}
+    (folder / "small.bin.part.json").write_text(json.dumps(record))
     path = get_file("small.bin", url, cache_dir=box.cache, **FAST)
     assert Path(path).read_bytes() == data
     assert [h.status for h in server.hits("/small.bin")] == [416, 200]
+    # A partial file whose record does not describe it (no identity) is never resumed.
+    partial.write_bytes(payload(500, seed=98))
+    (folder / "small.bin.part.json").write_text(json.dumps({"url": url, "etag": etag}))
+    get_file("small.bin", url, cache_dir=box.cache, force_download=True, **FAST)
+    assert "Range" not in server.hits("/small.bin")[-1].headers
+    assert Path(path).read_bytes() == data
 
 
 def test_connection_refused(box: Sandbox) -> None:

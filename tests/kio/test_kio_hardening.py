@@ -317,9 +317,16 @@ def test_lock_timeout_names_the_url_and_lock(server: FaultServer, box: Sandbox) 
         ({"lock_timeout": -1}, ValueError, "lock_timeout"),
         ({"retries": 2.0}, TypeError, "retries"),
         ({"retries": True}, TypeError, "retries"),
-        ({"file_hash": "sha256:" + "0" * 64}, ValueError, "hex digest"),
+        ({"file_hash": "sha256:" + "0" * 63}, ValueError, "63 hex digits but sha256"),
+        ({"file_hash": "sha256:"}, ValueError, "hex digest"),
+        ({"file_hash": "md5:" + "0" * 64}, ValueError, "64 hex digits but md5"),
+        ({"file_hash": "0" * 30}, ValueError, "30 digits"),
+        ({"file_hash": "0" * 32, "hash_algorithm": "sha256"}, ValueError, "32 hex digits"),
+        ({"file_hash": "sha1:" + "0" * 40, "hash_algorithm": "md5"}, ValueError, "sha1"),
         ({"file_hash": "xyz"}, ValueError, "file_hash"),
-        ({"md5_hash": 5}, TypeError, "file_hash"),
+        ({"md5_hash": 5}, TypeError, "md5_hash"),
+        ({"md5_hash": "0" * 31}, ValueError, "md5_hash has 31 hex digits"),
+        ({"max_retry_after": -1}, ValueError, "max_retry_after"),
     ],
 )
 def test_bad_arguments_fail_before_any_request(

@@ -1,12 +1,32 @@
-"""Where the cache lives: the default root, the environment variables, offline mode."""
+"""Where the cache lives: the default root, the environment variables, offline mode,
+and the names that may be stored in it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-import warnings
 
-__all__ = ["default_cache_dir", "is_offline", "prepare_datadir", "ENV_HOME", "ENV_OFFLINE"]
+from kio._log import warn_caller
+from kio._state import STATE_DIR
+
+__all__ = [
+    "default_cache_dir",
+    "is_offline",
+    "prepare_datadir",
+    "check_cache_subdir",
+    "check_stored_name",
+    "ENV_HOME",
+    "ENV_OFFLINE",
+]
+
+# Extraction temporaries are named ".kio-extract-<archive>-<random>"; refusing the
+# prefix keeps the stale-temporary cleanup away from the user's files.
+_RESERVED_PREFIX = ".kio-extract-"
+# Bytes that kio appends to a stored name for its side files (".part.json",
+# ".extracted.json", extraction temporaries): a name must leave room for them.
+SIDE_SUFFIX_BYTES = 15
+EXTRACT_SUFFIX_BYTES = 32
 
 ENV_HOME = "KIO_HOME"
 ENV_OFFLINE = "KIO_OFFLINE"
@@ -24,9 +44,16 @@ def default_cache_dir() -> str:
 
     Examples:
         >>> import os
+        >>> saved = os.environ.get("KIO_HOME")
         >>> os.environ["KIO_HOME"] = "/data/cache"
-        >>> default_cache_dir()
-        '/data/cache'
+        >>> try:
+        ...     print(default_cache_dir())
+        ... finally:
+        ...     if saved is None:
+        ...         del os.environ["KIO_HOME"]
+        ...     else:
+        ...         os.environ["KIO_HOME"] = saved
+        /data/cache
     """
     for variable in (ENV_HOME, "KERAS_HOME"):
         value = os.environ.get(variable)
@@ -42,33 +69,120 @@ def is_offline(offline: bool | None) -> bool:
     return os.environ.get(ENV_OFFLINE, "").strip().lower() in _TRUE
 
 
-def prepare_datadir(cache_dir: str | None, cache_subdir: str) -> str:
-    """Create and return ``cache_dir/cache_subdir`` (an absolute ``cache_subdir`` wins).
+def _parts(value: str) -> list[str]:
+    seps = os.sep + (os.altsep or "")
+    parts = [value]
+    for sep in seps:
+        parts = [piece for part in parts for piece in part.split(sep)]
+    return parts
 
-    A ``cache_dir`` given explicitly that cannot be created raises ``PermissionError``
-    (nothing is written elsewhere); the default root falls back to the temporary folder
-    with a warning, as Keras does.
+
+def _name_max(folder: str) -> int:
+    """The longest file name (in bytes) the file system under ``folder`` stores."""
+    probe = os.path.abspath(folder)
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            return int(os.pathconf(probe, "PC_NAME_MAX"))
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return 255
+        probe = parent
+
+
+def _check_inside(value: str, argument: str) -> list[str]:
+    """The components of a relative path that stays inside the cache, else ValueError."""
+    if os.path.isabs(value) or value.startswith("~") or os.path.splitdrive(value)[0]:
+        raise ValueError(
+            f"{argument} must be a path relative to the cache (kio never writes outside "
+            f"cache_dir; pass cache_dir to choose the folder), got {value!r}"
+        )
+    parts = [part for part in _parts(value) if part not in ("", ".")]
+    for part in parts:
+        if part == "..":
+            raise ValueError(
+                f"{argument} must stay inside the cache folder (no '..' component), got {value!r}"
+            )
+        if part == STATE_DIR or part.startswith(_RESERVED_PREFIX):
+            raise ValueError(
+                f"{argument} must not use the name {part!r}: kio keeps its own state "
+                f"there ({STATE_DIR!r} and {_RESERVED_PREFIX!r}... are reserved), got {value!r}"
+            )
+        if "\0" in part:
+            raise ValueError(f"{argument} must not contain a NUL character, got {value!r}")
+    return parts
+
+
+def check_cache_subdir(cache_subdir: object) -> str:
+    """``cache_subdir`` as a str relative to the cache root ("" for the root itself).
+
+    Raises:
+        TypeError: not a str or path.
+        ValueError: absolute, ``~``, a ``..`` component or a name kio reserves.
+    """
+    if not isinstance(cache_subdir, (str, os.PathLike)):
+        raise TypeError(
+            f"cache_subdir must be a str or a path, got {cache_subdir!r} "
+            f"({type(cache_subdir).__name__})"
+        )
+    value = os.fspath(cache_subdir)
+    if not isinstance(value, str):
+        raise TypeError(f"cache_subdir must be a str path, got {cache_subdir!r}")
+    return os.path.join(*_check_inside(value, "cache_subdir")) if value.strip() else ""
+
+
+def check_stored_name(name: str, argument: str, datadir: str, *, extracting: bool) -> str:
+    """``name`` (a file name, maybe with sub-folders) normalized, if kio can store it.
+
+    Raises:
+        ValueError: it leaves the cache, ends with a separator, is empty, uses a name kio
+            reserves, or is too long for the file system once kio's suffixes are added.
+    """
+    if name.endswith(os.sep) or (os.altsep and name.endswith(os.altsep)):
+        raise ValueError(f"{argument} must name a file, not a folder (trailing '/'), got {name!r}")
+    parts = _check_inside(name, argument)
+    if not parts:
+        raise ValueError(f"{argument} must name a file, got {name!r}")
+    limit = _name_max(datadir)
+    reserve = EXTRACT_SUFFIX_BYTES if extracting else SIDE_SUFFIX_BYTES
+    for index, part in enumerate(parts):
+        size = len(os.fsencode(part))
+        room = limit - reserve if index == len(parts) - 1 else limit
+        if size > room:
+            raise ValueError(
+                f"{argument} is too long to store: {part[:40]!r}... has {size} bytes, and "
+                f"the file system allows {limit} per name, of which kio needs {reserve} for "
+                f"its side files; use a name of at most {room} bytes"
+            )
+    return os.path.join(*parts)
+
+
+def prepare_datadir(cache_dir: str | None, cache_subdir: str) -> str:
+    """Create (when missing) and return ``cache_dir/cache_subdir``.
+
+    ``cache_subdir`` was checked by `check_cache_subdir`. A folder that exists but cannot
+    be written is returned as it is: a valid cached file there (a read-only shared mount)
+    is still served. A ``cache_dir`` given explicitly that cannot be created raises
+    ``PermissionError`` (nothing is written elsewhere); the default root falls back to
+    the temporary folder with a warning, as Keras does.
     """
     explicit = cache_dir is not None
     root = os.path.expanduser(cache_dir) if cache_dir is not None else default_cache_dir()
-    datadir = os.path.join(root, os.path.expanduser(cache_subdir))
+    datadir = os.path.join(root, cache_subdir) if cache_subdir else root
+    if os.path.isdir(datadir):
+        return datadir
     try:
         os.makedirs(datadir, exist_ok=True)
-        if not os.access(datadir, os.W_OK):
-            raise PermissionError(f"{datadir!r} is not writable")
     except OSError as exc:
-        if explicit or os.path.isabs(os.path.expanduser(cache_subdir)):
+        if explicit:
             raise PermissionError(
                 f"cache_dir={cache_dir!r}, cache_subdir={cache_subdir!r}: cannot create or "
                 f"write the folder {datadir!r} ({exc})"
             ) from None
         fallback = os.path.join(tempfile.gettempdir(), ".keras")
-        warnings.warn(
-            f"the default cache folder {root!r} is not writable ({exc}); using {fallback!r} "
-            f"(set ${ENV_HOME} to choose another)",
-            UserWarning,
-            stacklevel=3,
+        warn_caller(
+            f"the default cache folder {root!r} cannot be created ({exc}); using "
+            f"{fallback!r} (set ${ENV_HOME} to choose another)"
         )
-        datadir = os.path.join(fallback, cache_subdir)
+        datadir = os.path.join(fallback, cache_subdir) if cache_subdir else fallback
         os.makedirs(datadir, exist_ok=True)
     return datadir

@@ -1,0 +1,43 @@
+"""kio's logger and warnings that point at the user's line.
+
+Everything a user may want to see goes to ``logging.getLogger("kio")`` (silent by
+default, as a library should be): the start of each download, retries with their wait,
+resumes. Warnings are attributed to the first frame outside the kio package, so
+``warnings`` shows the line of the user's code that called kio, however deep inside
+kio the warning was raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+__all__ = ["logger", "warn_caller", "user_stacklevel"]
+
+logger = logging.getLogger("kio")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes ``warnings.warn`` (called by the caller of this
+    function) point at the first frame outside the kio package."""
+    frame = sys._getframe(1)  # the function that is about to call warnings.warn
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` attributed to the user's calling line."""
+    # One more level than user_stacklevel() would compute here: this function itself.
+    frame = sys._getframe(1)
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
