@@ -18,10 +18,11 @@ class Sequence(Dataset[Any], metaclass=ABCMeta):
     ``__getitem__(index)`` (batch ``index``, whole: arrays, a tuple or a dict of them);
     it may define ``on_epoch_end`` to reshuffle or otherwise change the data between
     epochs. Being a torch ``Dataset`` of batches, it goes straight into
-    ``DataLoader(seq, batch_size=None, num_workers=k)``; :class:`kdata.SequenceLoader`
+    ``DataLoader(seq, batch_size=None, num_workers=k)``; [`SequenceLoader`][kdata.SequenceLoader]
     adds the epoch guarantees (every batch exactly once, ``on_epoch_end`` once per epoch
     in the main process, seeded shuffling, tensors, sharding across
-    ``torch.distributed`` ranks).
+    ``torch.distributed`` ranks as ``DistributedSampler`` does, ranks that agree on what
+    ``on_epoch_end`` draws).
 
     Examples:
         >>> import numpy as np
