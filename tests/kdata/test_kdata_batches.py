@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from _helpers_kdata import add_one, triple
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 import kregistry
 from kdata import (
@@ -50,13 +50,20 @@ def test_true_shuffle_gives_index_arrays_covering_every_row():
     assert rows.tolist() != list(range(50))
 
 
-def test_sharded_sampler_gives_every_batch_to_one_rank():
+def test_sharded_sampler_splits_batches_as_distributed_sampler():
+    # 13 batches over 3 ranks: DistributedSampler pads to 15 (two batches seen twice)
     shares = [
         list(SliceBatchSampler(100, 8, shuffle="batch", seed=2, rank=r, world_size=3))
         for r in range(3)
     ]
-    starts = sorted(key.start for share in shares for key in share)
+    assert [len(share) for share in shares] == [5, 5, 5]
+    starts = sorted({key.start for share in shares for key in share})
     assert starts == list(range(0, 100, 8))
+    for r, share in enumerate(shares):
+        # the same batch order as torch's sampler over the 13 batch numbers
+        reference = DistributedSampler(range(13), num_replicas=3, rank=r, shuffle=True, seed=2)
+        assert [key.start // 8 for key in share] == list(reference)
+        assert len(SliceBatchSampler(100, 8, rank=r, world_size=3)) == len(share)
     even = [len(SliceBatchSampler(100, 8, rank=r, world_size=3, drop_last=True)) for r in range(3)]
     assert even == [4, 4, 4]
 

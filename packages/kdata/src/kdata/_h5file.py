@@ -1,25 +1,84 @@
-"""Per-process, read-only access to an HDF5 file, and the fastest reader for each dataset.
+"""Per-process, read-only access to HDF5 files, the fastest reader for each dataset, and
+the checks that keep a file changed under a running job from crashing it or lying.
 
-Handles are opened lazily and re-opened after a fork or in a spawned process (an HDF5
-handle must never cross a process boundary), so the objects holding them pickle and work
-in DataLoader workers.
+One handle per file and process (HDF5 shares an open file within a process anyway): it
+is opened lazily and re-opened after a fork or in a spawned process (an HDF5 handle must
+never cross a process boundary), so the objects using it pickle and work in DataLoader
+workers. Each handle remembers the file's identity (device, inode, size, modification
+time): a file replaced or rewritten since a view described it is re-opened and its layout
+read again (or `FileChangedError` is raised), never read through stale offsets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import mmap
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
-__all__ = ["DatasetInfo", "LazyFile", "Reader", "inspect_dataset", "chunk_cache_bytes"]
+__all__ = [
+    "DatasetInfo",
+    "FileChangedError",
+    "LazyFile",
+    "Reader",
+    "chunk_cache_bytes",
+    "inspect_dataset",
+    "open_checked",
+]
+
+_log = logging.getLogger("kdata")
 
 _DEFAULT_CACHE = 8 * 1024**2  # h5py's (and HDF5's) default raw-data chunk cache
 _MAX_AUTO_CACHE = 1024**3  # the automatic cache never grows past this
 _ASSUMED_BATCH_ROWS = 1024  # the cache holds every chunk a batch of this many rows spans
+
+# how often (seconds) a running process asks whether the file at the path is still the one
+# it has open (a stat of the path); memory-mapped reads also check the open file's size and
+# modification time before every read (a read past the end of a map kills the process)
+RECHECK_SECONDS = 0.2
+
+Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+
+
+class FileChangedError(OSError):
+    """An HDF5 file changed (truncated, replaced, rewritten) while a view was reading it,
+    so that the view can no longer be read correctly.
+
+    Args:
+        message: what happened, naming the file.
+        path: the file's path (also in the message).
+
+    Examples:
+        >>> error = FileChangedError("datapath 'a.h5' was truncated", path="a.h5")
+        >>> error.path, str(error)
+        ('a.h5', "datapath 'a.h5' was truncated")
+    """
+
+    def __init__(self, message: str = "", path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.path))
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_stamp(path: str) -> Stamp:
+    """The identity of the file at ``path`` now."""
+    return _stamp(os.stat(path))
 
 
 @dataclass(frozen=True)
@@ -31,6 +90,7 @@ class DatasetInfo:
     dtype: np.dtype[Any]
     chunks: tuple[int, ...] | None
     mmap_offset: int | None  # byte offset of a contiguous, unfiltered, numeric dataset
+    compressed: bool = False
 
     @property
     def chunk_row_bytes(self) -> int:
@@ -43,6 +103,11 @@ class DatasetInfo:
             for size, chunk in zip(self.shape[1:], self.chunks[1:], strict=False)
         )
         return per_chunk * max(across, 1)
+
+    @property
+    def numeric(self) -> bool:
+        """Whether rows are plain numbers (ints, floats, complex; no enums)."""
+        return self.dtype.kind in "iufc" and h5py.check_dtype(enum=self.dtype) is None
 
 
 def _datasets_in(file: h5py.File) -> list[str]:
@@ -100,6 +165,7 @@ def inspect_dataset(file: h5py.File, name: str, datapath: str) -> DatasetInfo:
         dtype=obj.dtype,
         chunks=tuple(obj.chunks) if obj.chunks is not None else None,
         mmap_offset=offset,
+        compressed=compressed,
     )
 
 
@@ -129,119 +195,284 @@ def cache_slots(cache_bytes: int, info: DatasetInfo) -> int:
     return candidate
 
 
-class LazyFile:
-    """An HDF5 file opened read-only on first use in each process; pickles as its path."""
+class _Handle:
+    """The open file of one process: an fd (for identity checks and memory maps) and the
+    h5py file, opened together; ``token`` is new at every (re-)open."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._pid: int | None = None
-        self._file: h5py.File | None = None
-        self._datasets: dict[str, h5py.Dataset] = {}
-        self._maps: dict[str, np.ndarray[Any, Any]] = {}
+        self.pid = os.getpid()
+        self.token = object()
+        self.datasets: dict[str, h5py.Dataset] = {}
+        self.maps: dict[tuple[str, int], np.ndarray[Any, Any]] = {}
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"datapath {path!r} does not exist")
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(self.fd)
+            self.stamp: Stamp = _stamp(st)
+            self.file = open_checked(path)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.checked = time.monotonic()
 
-    def file(self) -> h5py.File:
-        """The open file of this process (opened now if needed)."""
-        pid = os.getpid()
-        if self._file is None or self._pid != pid:
-            # an inherited (forked) handle is dropped, never used or closed here
-            self._datasets, self._maps = {}, {}
-            self._file = open_checked(self.path)
-            self._pid = pid
-        return self._file
-
-    def dataset(self, name: str, cache_bytes: int | None = None, slots: int = 521) -> h5py.Dataset:
-        """The h5py dataset ``name`` of this process's handle, with its own chunk cache.
-
-        The cache is set per dataset (not per file): HDF5 shares one open file between
-        all handles of a process, so a file-level setting would be the first opener's.
-        """
-        file = self.file()
-        found = self._datasets.get(name)
+    def dataset(self, name: str, cache_bytes: int | None, slots: int) -> h5py.Dataset:
+        """The h5py dataset ``name``, opened read-only (h5py's fast reader) with its own
+        chunk cache (set per dataset: HDF5 shares one open file between all handles of a
+        process, so a file-level setting would be the first opener's)."""
+        found = self.datasets.get(name)
         if found is None:
             if cache_bytes is None:
-                found = file[name]
+                found = self.file[name]
             else:
                 access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
                 access.set_chunk_cache(slots, cache_bytes, 0.75)
-                found = h5py.Dataset(h5py.h5d.open(file.id, name.encode(), access))
-            self._datasets[name] = found
+                found = h5py.Dataset(
+                    h5py.h5d.open(self.file.id, name.encode(), access), readonly=True
+                )
+            self.datasets[name] = found
         return found
 
-    def memmap(self, info: DatasetInfo) -> np.ndarray[Any, Any] | None:
-        """A read-only memory map of a contiguous dataset (``None`` if not possible)."""
-        if info.mmap_offset is None:
-            return None
-        if self._pid != os.getpid():
-            self.file()
-        found = self._maps.get(info.name)
+    def memmap(self, info: DatasetInfo) -> np.ndarray[Any, Any]:
+        """A read-only memory map of a contiguous dataset, made from the open fd."""
+        assert info.mmap_offset is not None
+        key = (info.name, info.mmap_offset)
+        found = self.maps.get(key)
         if found is None:
-            mapped = np.memmap(
-                self.path, dtype=info.dtype, mode="r", offset=info.mmap_offset, shape=info.shape
+            count = math.prod(info.shape)
+            nbytes = count * info.dtype.itemsize
+            start = info.mmap_offset
+            if self.stamp[2] < start + nbytes:
+                raise FileChangedError(
+                    f"datapath {self.path!r} is {self.stamp[2]} bytes, too short for dataset "
+                    f"{info.name!r} (bytes {start}..{start + nbytes}): was it truncated?",
+                    path=self.path,
+                )
+            aligned = start - start % mmap.ALLOCATIONGRANULARITY
+            mapped = mmap.mmap(
+                self.fd, nbytes + start - aligned, access=mmap.ACCESS_READ, offset=aligned
             )
-            # a plain ndarray view: slices and gathers of it are plain arrays too
-            found = self._maps[info.name] = mapped.view(np.ndarray)
+            array = np.frombuffer(mapped, dtype=info.dtype, count=count, offset=start - aligned)
+            found = self.maps[key] = array.reshape(info.shape)
         return found
+
+    def verify(self, every_read: bool) -> _Handle:
+        """This handle, or a new one if the file changed (or `FileChangedError`).
+
+        Checks the open file's size and modification time (``every_read``: at each call,
+        else at most every ``RECHECK_SECONDS``) and whether the path still names the open
+        file (at most every ``RECHECK_SECONDS``).
+        """
+        now = time.monotonic()
+        due = now - self.checked >= RECHECK_SECONDS
+        if not (every_read or due):
+            return self
+        st = os.fstat(self.fd)
+        if st.st_size != self.stamp[2] or st.st_mtime_ns != self.stamp[3]:
+            return _replace(self, f"changed in place ({self.stamp[2]} -> {st.st_size} bytes)")
+        if due:
+            self.checked = now
+            try:
+                current = file_stamp(self.path)
+            except OSError:
+                return self  # deleted: the open file is still the one described
+            if current[:2] != self.stamp[:2]:
+                return _replace(self, "replaced by another file")
+        return self
 
     def close(self) -> None:
-        """Close this process's handle (it re-opens on next use)."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file, self._pid, self._datasets, self._maps = None, None, {}, {}
+        """Close the h5py file and the fd (maps stay valid until dropped)."""
+        self.datasets, self.maps = {}, {}
+        if self.pid != os.getpid():
+            return  # inherited through fork: never close the parent's HDF5 handle here
+        try:
+            self.file.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path = state["path"]
-        self._pid, self._file, self._datasets, self._maps = None, None, {}, {}
+_HANDLES: dict[str, _Handle] = {}
+
+
+def _replace(handle: _Handle, why: str) -> _Handle:
+    """Drop a handle whose file changed, and open the file at its path again."""
+    path = handle.path
+    if _HANDLES.get(path) is handle:
+        del _HANDLES[path]
+    handle.close()
+    _log.info("kdata: %r %s while in use; re-opening it", path, why)
+    try:
+        new = _HANDLES[path] = _Handle(path)
+    except (OSError, KeyError) as error:
+        raise FileChangedError(
+            f"datapath {path!r} {why} while in use and can no longer be read: {error}",
+            path=path,
+        ) from None
+    return new
+
+
+def handle_for(path: str) -> _Handle:
+    """This process's handle of ``path``, opened now if needed."""
+    handle = _HANDLES.get(path)
+    if handle is None or handle.pid != os.getpid():
+        if handle is not None:
+            handle.close()  # after a fork: drops the parent's objects, closes nothing shared
+        handle = _HANDLES[path] = _Handle(path)
+    return handle
+
+
+class LazyFile:
+    """A file opened read-only on first use in each process; pickles as its path and the
+    identity the file had when it was described."""
+
+    def __init__(self, path: str, stamp: Stamp | None = None) -> None:
+        self.path = path
+        self.stamp = file_stamp(path) if stamp is None else stamp
+
+    def handle(self) -> _Handle:
+        """This process's open handle of the file."""
+        return handle_for(self.path)
+
+    def file(self) -> h5py.File:
+        """This process's open h5py file."""
+        return self.handle().file
+
+    def is_open(self) -> bool:
+        """Whether this process holds the file open."""
+        handle = _HANDLES.get(self.path)
+        return handle is not None and handle.pid == os.getpid()
+
+    def close(self) -> None:
+        """Close this process's handle of the file (the next read re-opens it)."""
+        handle = _HANDLES.pop(self.path, None)
+        if handle is not None:
+            handle.close()
+
+
+def _compatible(old: DatasetInfo, new: DatasetInfo, rows: int, path: str) -> None:
+    if new.shape[1:] != old.shape[1:] or new.dtype != old.dtype or new.shape[0] < rows:
+        raise FileChangedError(
+            f"datapath {path!r} changed while in use: dataset {old.name!r} is now shape "
+            f"{new.shape} {new.dtype}, the view needs {rows} rows of shape {old.shape[1:]} "
+            f"{old.dtype}; create the HDF5Matrix again",
+            path=path,
+        )
 
 
 class Reader:
-    """Reads rows of one dataset in file coordinates: memory map if possible, else h5py."""
+    """Reads rows of one dataset in file coordinates: memory map if possible, else h5py's
+    read-only fast reader. ``rows_needed``: the rows the view uses (checked if the file
+    changes)."""
 
     def __init__(
-        self, lazy: LazyFile, info: DatasetInfo, use_mmap: bool, cache_bytes: int | None = None
+        self,
+        lazy: LazyFile,
+        info: DatasetInfo,
+        use_mmap: bool,
+        cache_bytes: int | None = None,
+        rows_needed: int | None = None,
     ) -> None:
         self.lazy = lazy
+        self.path = lazy.path
         self.info = info
+        self.want_mmap = use_mmap
         self.use_mmap = use_mmap and info.mmap_offset is not None
+        self.auto_cache = cache_bytes is None
         self.cache_bytes = chunk_cache_bytes(info) if cache_bytes is None else cache_bytes
         self.cache_slots = cache_slots(self.cache_bytes, info)
+        self.rows_needed = info.shape[0] if rows_needed is None else rows_needed
+        self._stamp = lazy.stamp  # the file identity ``info`` describes
+        self._token: object = None
+        self._src: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_token"] = state["_src"] = None
+        return state
+
+    def _attach(self, handle: _Handle) -> None:
+        if handle.stamp != self._stamp:
+            # the file is not the one this view was described from: read its layout again
+            new = inspect_dataset(handle.file, self.info.name, self.path)
+            _compatible(self.info, new, self.rows_needed, self.path)
+            if new != self.info:
+                _log.info("kdata: %r: dataset %r re-read after a change", self.path, new.name)
+            self.info = new
+            self.use_mmap = self.want_mmap and new.mmap_offset is not None
+            if self.auto_cache:
+                self.cache_bytes = chunk_cache_bytes(new)
+                self.cache_slots = cache_slots(self.cache_bytes, new)
+            self._stamp = handle.stamp
+        if self.use_mmap:
+            self._src = handle.memmap(self.info)
+        else:
+            self._src = handle.dataset(self.info.name, self.cache_bytes, self.cache_slots)
+        self._token = handle.token
+
+    def source(self) -> Any:
+        """The memory map or h5py dataset of this process, checked against file changes."""
+        handle = _HANDLES.get(self.path)
+        if handle is None or handle.pid != os.getpid():
+            try:
+                handle = handle_for(self.path)
+            except OSError as error:
+                failed = self._failed(error)
+                if isinstance(failed, FileChangedError) and failed is not error:
+                    raise failed from None
+                raise
+        handle = handle.verify(self.use_mmap)
+        if handle.token is not self._token:
+            self._attach(handle)
+        return self._src
 
     def dataset(self) -> h5py.Dataset:
         """This process's h5py dataset, with the chunk cache sized for it."""
-        return self.lazy.dataset(self.info.name, self.cache_bytes, self.cache_slots)
+        self.source()
+        handle = handle_for(self.path)
+        return handle.dataset(self.info.name, self.cache_bytes, self.cache_slots)
 
-    def _source(self) -> Any:
-        if self.use_mmap:
-            mapped = self.lazy.memmap(self.info)
-            if mapped is not None:
-                return mapped
-        return self.dataset()
+    def _failed(self, error: OSError) -> OSError:
+        """A read error: blame a changed file if it changed, else name the file."""
+        if isinstance(error, FileChangedError):
+            return error
+        try:
+            changed = file_stamp(self.path) != self._stamp
+        except OSError:
+            changed = True
+        if changed:
+            return FileChangedError(
+                f"datapath {self.path!r} changed while dataset {self.info.name!r} was read: "
+                f"{error}",
+                path=self.path,
+            )
+        return OSError(f"reading dataset {self.info.name!r} of {self.path!r} failed: {error}")
+
+    def read_row(self, row: int) -> Any:
+        """Row ``row`` (``0 <= row < rows``) as a new array (a numpy scalar for 1-D data)."""
+        source = self.source()
+        try:
+            out = source[row]
+        except OSError as error:
+            raise self._failed(error) from None
+        if self.use_mmap and isinstance(out, np.ndarray):
+            return out.copy()  # never hand out the map
+        return out
 
     def read_range(self, start: int, stop: int, step: int = 1) -> np.ndarray[Any, Any]:
         """Rows ``start:stop:step`` (``step > 0``, ``0 <= start <= stop``) as a new array."""
-        source = self._source()
-        count = len(range(start, stop, step))
-        if count == 0:
+        source = self.source()
+        if start >= stop:
             return np.empty((0, *self.info.shape[1:]), dtype=self.info.dtype)
-        if isinstance(source, np.ndarray):
-            return np.array(source[start:stop:step])  # a copy: never hand out the map
-        if self.info.dtype.kind in "iufc" and h5py.check_dtype(enum=self.info.dtype) is None:
-            # the low-level read skips h5py's selection machinery (a third of the time)
-            out = np.empty((count, *self.info.shape[1:]), dtype=self.info.dtype)
-            space = source.id.get_space()
-            rank = len(self.info.shape)
-            space.select_hyperslab(
-                (start,) + (0,) * (rank - 1),
-                (count,) + (1,) * (rank - 1),
-                stride=(step,) + (1,) * (rank - 1),
-                block=(1, *self.info.shape[1:]),
-            )
-            memory = h5py.h5s.create_simple(out.shape)
-            source.id.read(memory, space, out)
-            return out
-        return np.asarray(source[start:stop:step])
+        key = slice(start, stop) if step == 1 else slice(start, stop, step)
+        try:
+            block = source[key]
+        except OSError as error:
+            raise self._failed(error) from None
+        if self.use_mmap:
+            return np.array(block)  # a copy: never hand out the map
+        return np.asarray(block)
 
     def read_sorted(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Rows at ``rows`` (sorted, unique, in range) in one read."""
@@ -252,8 +483,8 @@ class Reader:
         span = last - first + 1
         if span == count:
             return self.read_range(first, last + 1)
-        source = self._source()
-        if isinstance(source, np.ndarray):
+        source = self.source()
+        if self.use_mmap:
             gathered: np.ndarray[Any, Any] = source[rows]  # fancy indexing copies
             return gathered
         if span <= 2 * count + 64:
@@ -261,4 +492,7 @@ class Reader:
             block = self.read_range(first, last + 1)
             picked: np.ndarray[Any, Any] = block[rows - first]
             return picked
-        return np.asarray(source[rows])
+        try:
+            return np.asarray(source[rows])
+        except OSError as error:
+            raise self._failed(error) from None

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import math
+import operator
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as AbcSequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
+from torch.utils.data._utils import collate as _collate
 
 import kregistry
+from kdata._categorical import normalize
 from kdata._h5file import (
     LazyFile,
     Reader,
+    file_stamp,
     inspect_dataset,
     open_checked,
 )
@@ -24,15 +31,154 @@ from kdata._rows import RowPlan, has_array_index, plan_rows, split_key
 __all__ = ["HDF5Matrix", "HDF5Dataset", "BatchRows"]
 
 _NORMALIZER_NAMESPACE = "kdata.normalizer"
+# kdata's built-in normalizer names (Keras's module objects): never stored in the user's
+# custom objects, so they resolve after get_custom_objects().clear(); a user's object of
+# the same name wins
+BUILTIN_NORMALIZERS: dict[str, Callable[..., Any]] = {"normalize": normalize}
 _ITER_ROWS = 1024
 
 
-class BatchRows(list[Any]):
-    """The samples of one batch (a list, as torch's ``__getitems__`` contract says), read in
-    one go; ``.batch`` holds the same data already stacked, which
-    :func:`kdata.collate_batch` turns into tensors without re-stacking row by row."""
+class _Row(np.ndarray[Any, Any]):
+    """One row of a batch read in one go (a plain ndarray otherwise): torch's default
+    collate finds this type in its collate map and takes the whole block at once."""
 
-    batch: Any
+
+class _Sample(tuple):  # type: ignore[type-arg]
+    """One ``(x, y, ...)`` sample of a batch read in one go (a plain tuple otherwise)."""
+
+    __slots__ = ()
+
+
+class _SampleDict(dict):  # type: ignore[type-arg]
+    """One ``{key: row}`` sample of a batch read in one go (a plain dict otherwise)."""
+
+
+def _row(block: np.ndarray[Any, Any], index: int) -> Any:
+    if block.ndim == 1:
+        return block[index : index + 1].view(_Row).reshape(())
+    return block.view(_Row)[index]
+
+
+class BatchRows(AbcSequence[Any]):
+    """The samples of one batch, read in one go: what `__getitems__` returns.
+
+    A sequence of ``len(indices)`` samples (rows, or tuples/dicts of rows) made on demand
+    from ``.batch``, the same data already stacked (an array, or a tuple/dict of arrays).
+    torch's default collate turns ``.batch`` into tensors with no per-row work (kdata
+    registers its sample types in torch's ``default_collate_fn_map``); a `collate_fn` of
+    your own receives the rows, as from any map-style dataset.
+
+    Args:
+        batch: the stacked samples: an array, a tuple of arrays, or a dict of arrays.
+
+    Examples:
+        >>> import numpy as np
+        >>> rows = BatchRows(np.arange(6).reshape(3, 2))
+        >>> len(rows), rows[-1].tolist(), [r.tolist() for r in rows][0]
+        (3, [4, 5], [0, 1])
+    """
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+    def _first(self) -> np.ndarray[Any, Any]:
+        batch = self.batch
+        if isinstance(batch, tuple):
+            return batch[0]  # type: ignore[no-any-return]
+        if isinstance(batch, dict):
+            return next(iter(batch.values()))
+        return batch  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._first())
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> BatchRows: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        batch = self.batch
+        if isinstance(index, slice):
+            if isinstance(batch, tuple):
+                return BatchRows(tuple(part[index] for part in batch))
+            if isinstance(batch, dict):
+                return BatchRows({key: part[index] for key, part in batch.items()})
+            return BatchRows(batch[index])
+        index = operator.index(index)
+        count = len(self)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} is out of range for a batch of {count} samples")
+        index %= count
+        if isinstance(batch, tuple):
+            return _Sample(part[index] for part in batch)
+        if isinstance(batch, dict):
+            return _SampleDict((key, part[index]) for key, part in batch.items())
+        return _row(batch, index)
+
+    def __iter__(self) -> Iterator[Any]:
+        batch = self.batch
+        if isinstance(batch, (tuple, dict)):
+            return (self[i] for i in range(len(self)))
+        if batch.ndim == 1:
+            return (_row(batch, i) for i in range(len(batch)))
+        return iter(batch.view(_Row))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BatchRows, (self.batch,))
+
+    def __repr__(self) -> str:
+        return f"BatchRows({len(self)} samples)"
+
+
+def _numeric_block(array: Any) -> bool:
+    return isinstance(array, np.ndarray) and array.dtype.kind in "biufc"
+
+
+def _as_tensor(array: np.ndarray[Any, Any]) -> torch.Tensor:
+    if array.flags.writeable and array.dtype.isnative:
+        try:
+            return torch.from_numpy(array)
+        except (TypeError, ValueError):
+            pass
+    return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), order="C"))
+
+
+def _collate_rows(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    """torch's default collate for `_Row`: the whole block at once, or row by row."""
+    if type(batch) is BatchRows and _numeric_block(batch.batch):
+        return _as_tensor(batch.batch)
+    return _collate.collate(
+        [np.asarray(row) for row in batch], collate_fn_map=collate_fn_map
+    )
+
+
+def _collate_samples(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    """torch's default collate for `_Sample`: a list of tensors, as torch gives for tuples."""
+    if type(batch) is BatchRows and all(_numeric_block(part) for part in batch.batch):
+        return [_as_tensor(part) for part in batch.batch]
+    return _collate.collate(
+        [tuple(sample) for sample in batch], collate_fn_map=collate_fn_map
+    )
+
+
+def _collate_sample_dicts(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    """torch's default collate for `_SampleDict`: a dict of tensors."""
+    if type(batch) is BatchRows and all(_numeric_block(p) for p in batch.batch.values()):
+        return {key: _as_tensor(part) for key, part in batch.batch.items()}
+    return _collate.collate(
+        [dict(sample) for sample in batch], collate_fn_map=collate_fn_map
+    )
+
+
+# torch documents extending default_collate by adding entries to this map; the keys are
+# kdata's own types, so no other data is affected
+_collate.default_collate_fn_map[_Row] = _collate_rows
+_collate.default_collate_fn_map[_Sample] = _collate_samples
+_collate.default_collate_fn_map[_SampleDict] = _collate_sample_dicts
 
 
 def _view_bounds(start: Any, end: Any, rows: int, what: str) -> tuple[int, int]:
@@ -50,7 +196,12 @@ def _view_bounds(start: Any, end: Any, rows: int, what: str) -> tuple[int, int]:
 def _resolve_normalizer(normalizer: Any) -> Callable[[Any], Any] | None:
     if normalizer is None:
         return None
-    resolved = kregistry.resolve(normalizer, kind="normalizer", namespace=_NORMALIZER_NAMESPACE)
+    resolved = kregistry.resolve(
+        normalizer,
+        kind="normalizer",
+        namespace=_NORMALIZER_NAMESPACE,
+        module_objects=BUILTIN_NORMALIZERS,
+    )
     return resolved  # type: ignore[no-any-return]
 
 
@@ -91,10 +242,17 @@ class HDF5Matrix(Dataset[Any]):
 
     It is also a torch ``Dataset``: ``matrix[i]`` is a row, and
     ``matrix.__getitems__(indices)`` reads a whole batch in one HDF5 read (sorted, then
-    put back in the asked order). Files are opened lazily, read-only, once per process,
-    so the object pickles and works in DataLoader workers (fork and spawn). A contiguous,
-    uncompressed numeric dataset is read through a read-only memory map; a chunked one
-    gets a chunk cache large enough that batched reads decompress each chunk once.
+    put back in the asked order), so ``DataLoader(matrix, batch_size=256)`` with the
+    default sampler and collate makes one read and one tensor per batch. Files are opened
+    lazily, read-only, once per process, so the object pickles and works in DataLoader
+    workers (fork and spawn). A contiguous, uncompressed numeric dataset is read through a
+    read-only memory map; others through h5py's read-only fast reader, with a chunk cache
+    large enough that batched reads decompress each chunk once.
+
+    A file changed under a running job is detected: truncated, rewritten or replaced
+    (memory-mapped reads check before every read, others at least every 0.2 s and at
+    every open), the file is opened again and read correctly if the dataset still fits
+    the view, else `FileChangedError` is raised; stale offsets are never read.
 
     Args:
         datapath: path of the HDF5 file.
@@ -102,8 +260,9 @@ class HDF5Matrix(Dataset[Any]):
         start: first row of the view (file coordinates).
         end: one past the last row of the view; ``None``: the dataset's end.
         normalizer: applied to every block read (rows along axis 0): a callable, or a
-            name resolved through kregistry (``kdata.normalizer>`` names, the custom
-            objects in scope, the registry). ``shape`` and ``dtype`` reflect its output.
+            name resolved through kregistry (the custom objects in scope, the registry,
+            ``kdata.normalizer>`` names, then kdata's built-in ``"normalize"``). ``shape``
+            and ``dtype`` reflect its output.
         chunk_cache_bytes: HDF5 chunk cache size for this dataset (set per dataset, in
             every process); by default large enough for the chunks a batch spans. HDF5
             shares a dataset opened twice in one process: the first opener's cache holds.
@@ -112,6 +271,7 @@ class HDF5Matrix(Dataset[Any]):
     Raises:
         FileNotFoundError: ``datapath`` does not exist.
         KeyError: ``dataset`` is not in the file (the message lists those that are).
+        TypeError: ``start``, ``end`` or ``chunk_cache_bytes`` is not an int.
         ValueError: a scalar dataset, ``start > end``, a bound outside the dataset, or a
             normalizer that changes the number of rows.
         kregistry.UnknownObjectError: an unknown normalizer name.
@@ -141,11 +301,13 @@ class HDF5Matrix(Dataset[Any]):
         self.datapath = path
         self.dataset = dataset
         self.normalizer = _resolve_normalizer(normalizer)
+        cache = _cache_size(chunk_cache_bytes)
         with open_checked(path) as file:
+            stamp = file_stamp(path)
             info = inspect_dataset(file, dataset, path)
             self.start, self.end = _view_bounds(start, end, info.shape[0], f"dataset {dataset!r}")
-            self._lazy = LazyFile(path)
-            self._reader = Reader(self._lazy, info, memory_map, _cache_size(chunk_cache_bytes))
+            self._lazy = LazyFile(path, stamp)
+            self._reader = Reader(self._lazy, info, bool(memory_map), cache, self.end)
             self._info = info
             self._base_shape, self._base_dtype = self._probe(file)
 
@@ -193,6 +355,16 @@ class HDF5Matrix(Dataset[Any]):
         """The underlying ``h5py.Dataset`` of this process's read-only handle (Keras name)."""
         return self._reader.dataset()
 
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The dataset's HDF5 chunk shape (``None``: contiguous)."""
+        return self._reader.info.chunks
+
+    @property
+    def compression(self) -> bool:
+        """Whether the dataset's chunks are compressed (or otherwise filtered)."""
+        return self._reader.info.compressed
+
     def __len__(self) -> int:
         return self.end - self.start
 
@@ -210,6 +382,19 @@ class HDF5Matrix(Dataset[Any]):
         return _apply(self.normalizer, block)  # type: ignore[no-any-return]
 
     def __getitem__(self, key: Any) -> Any:
+        if self.normalizer is None:
+            # the common keys, straight to the reader (within a few percent of h5py)
+            kind = type(key)
+            if kind is int:
+                count = self.end - self.start
+                if 0 <= key < count:
+                    return self._reader.read_row(self.start + key)
+                if -count <= key < 0:
+                    return self._reader.read_row(self.end + key)
+            elif kind is slice and key.step is None:
+                first, stop, _ = key.indices(self.end - self.start)
+                if first < stop:
+                    return self._reader.read_range(self.start + first, self.start + stop)
         row_key, rest, whole = split_key(key)
         plan = plan_rows(row_key, len(self))
         block = self._read(plan)
@@ -226,12 +411,21 @@ class HDF5Matrix(Dataset[Any]):
 
     def __getitems__(self, indices: AbcSequence[int]) -> BatchRows:
         """The rows at ``indices`` (one sample each, in order), read in one HDF5 read."""
-        plan = plan_rows(np.asarray(indices, dtype=np.int64), len(self))
+        plan = _batch_plan(indices, len(self))
+        if (
+            plan.kind == "rows"
+            and self._reader.info.compressed
+            and (self.datapath, self.dataset) not in _WARNED
+            and _recompresses(self)
+        ):
+            warn_random_on_compressed(self, stacklevel=2)
+        return BatchRows(self._batch(plan))
+
+    def _batch(self, plan: RowPlan) -> np.ndarray[Any, Any]:
         block = self._read(plan)
-        batch = block if isinstance(plan.local, slice) else block[plan.local]
-        rows = BatchRows(batch)
-        rows.batch = batch
-        return rows
+        if isinstance(plan.local, slice):
+            return block
+        return block[plan.local]  # type: ignore[no-any-return]
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         if copy is False:
@@ -253,7 +447,7 @@ class HDF5Matrix(Dataset[Any]):
     # -- resources ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close this process's file handle; the next read opens it again."""
+        """Close this process's handle of the file; the next read opens it again."""
         self._lazy.close()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -268,6 +462,69 @@ class HDF5Matrix(Dataset[Any]):
         )
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _compressed_members(dataset: Any) -> list[HDF5Matrix]:
+    if isinstance(dataset, HDF5Matrix):
+        members = [dataset]
+    elif isinstance(dataset, HDF5Dataset):
+        members = dataset.matrices
+    else:
+        return []
+    return [m for m in members if _recompresses(m)]
+
+
+def _recompresses(matrix: HDF5Matrix) -> bool:
+    """Whether random rows make HDF5 decompress chunks again: compressed chunks that do
+    not all fit the chunk cache."""
+    reader = matrix._reader
+    info = reader.info
+    if not (info.compressed and info.chunks):
+        return False
+    chunk_rows = math.ceil(info.shape[0] / max(info.chunks[0], 1))
+    return info.chunk_row_bytes * chunk_rows > reader.cache_bytes
+
+
+def warn_random_on_compressed(dataset: Any, stacklevel: int) -> None:
+    """Say once per process and dataset that random rows of compressed chunks are slow.
+
+    ``stacklevel``: as for ``warnings.warn``, counted from the caller of this function.
+    """
+    for member in _compressed_members(dataset):
+        key = (member.datapath, member.dataset)
+        if key in _WARNED:
+            continue
+        _WARNED.add(key)
+        warnings.warn(
+            f"random rows (shuffle=True) of the compressed, chunked dataset "
+            f"{member.dataset!r} in {member.datapath!r}: every batch decompresses each "
+            f"chunk it touches again (often 100x slower than reading in order); use "
+            f"kdata.batch_loader(..., shuffle='chunks') (chunk order shuffled, rows "
+            f"shuffled within a window of chunks) or shuffle='batch'",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return
+
+
+def _batch_plan(indices: Any, length: int) -> RowPlan:
+    """The plan of a DataLoader batch; a run of consecutive ints (the default sampler's
+    batches) skips the array conversion."""
+    if type(indices) is list and indices:
+        first = indices[0]
+        count = len(indices)
+        if (
+            type(first) is int
+            and first >= 0
+            and first + count <= length
+            and indices[-1] == first + count - 1
+            and indices == list(range(first, first + count))
+        ):
+            return RowPlan("range", slice(None), first, first + count, 1)
+    return plan_rows(np.asarray(indices, dtype=np.int64), length)
+
+
 def _cache_size(value: int | None) -> int | None:
     if value is None:
         return None
@@ -278,12 +535,14 @@ def _cache_size(value: int | None) -> int | None:
 
 
 class HDF5Dataset(Dataset[Any]):
-    """Several datasets of one HDF5 file (e.g. ``x`` and ``y``) read together, row by row.
+    """Several HDF5 datasets (e.g. ``x`` and ``y``) read together, row by row.
 
     Sample ``i`` is a tuple (or dict) of row ``i`` of each dataset; every fetch reads each
-    dataset once over the same rows, with one file handle per process. Indexing takes
-    row keys as :class:`HDF5Matrix` does (ints, slices, index arrays, masks) and returns
-    a tuple (or dict) of arrays.
+    dataset once over the same rows. Indexing takes row keys as `HDF5Matrix` does (ints,
+    slices, index arrays, masks) and returns a tuple (or dict) of arrays. With the default
+    collate of ``DataLoader``, a batch is a list (or dict) of tensors, made without
+    per-row work. `HDF5Dataset.from_matrices` pairs existing `HDF5Matrix` views (Keras's
+    ``x = HDF5Matrix(...); y = HDF5Matrix(...)``), from one file or several.
 
     Args:
         datapath: path of the HDF5 file.
@@ -298,8 +557,11 @@ class HDF5Dataset(Dataset[Any]):
         memory_map: read contiguous uncompressed datasets through a memory map.
 
     Raises:
-        FileNotFoundError, KeyError, ValueError: as :class:`HDF5Matrix`; also datasets
-            with different numbers of rows, or an empty ``datasets``.
+        FileNotFoundError: ``datapath`` does not exist.
+        KeyError: a dataset is not in the file, or ``normalizers`` names no dataset.
+        TypeError: ``datasets`` is a str.
+        ValueError: datasets with different numbers of rows, an empty ``datasets``, or
+            bad bounds (as `HDF5Matrix`).
 
     Examples:
         >>> import tempfile, os, h5py, numpy as np
@@ -330,15 +592,15 @@ class HDF5Dataset(Dataset[Any]):
                 f"{datasets!r} (use HDF5Matrix for one dataset, or [{datasets!r}])"
             )
         if isinstance(datasets, Mapping):
-            self.keys: tuple[str, ...] | None = tuple(datasets)
+            keys: tuple[str, ...] | None = tuple(datasets)
             names = [datasets[key] for key in datasets]
         else:
-            self.keys = None
+            keys = None
             names = list(datasets)
         if not names:
             raise ValueError("datasets must name at least one dataset, got none")
         normalizers = dict(normalizers or {})
-        labels = list(self.keys) if self.keys is not None else names
+        labels = list(keys) if keys is not None else names
         unknown = set(normalizers) - set(labels) - set(names)
         if unknown:
             raise KeyError(
@@ -346,35 +608,95 @@ class HDF5Dataset(Dataset[Any]):
                 f"datasets {labels}"
             )
         path = os.fspath(datapath)
-        self.datapath = path
-        self.names = tuple(names)
         with open_checked(path) as file:
             infos = [inspect_dataset(file, name, path) for name in names]
         rows = {info.name: info.shape[0] for info in infos}
         if len(set(rows.values())) > 1:
             raise ValueError(f"datasets must have the same number of rows, got {rows}")
-        lazy = LazyFile(path)
-        self.matrices: list[HDF5Matrix] = []
-        for label, name in zip(labels, names, strict=False):
-            normalizer = normalizers.get(label, normalizers.get(name))
-            matrix = HDF5Matrix(
+        matrices = [
+            HDF5Matrix(
                 path,
                 name,
                 start,
                 end,
-                normalizer,
+                normalizers.get(label, normalizers.get(name)),
                 chunk_cache_bytes=chunk_cache_bytes,
                 memory_map=memory_map,
             )
-            # one file handle per process shared by the members (each has its own cache)
-            matrix._lazy = lazy
-            matrix._reader = Reader(lazy, matrix._info, memory_map, matrix._reader.cache_bytes)
-            self.matrices.append(matrix)
-        self.start, self.end = self.matrices[0].start, self.matrices[0].end
-        self._lazy = lazy
+            for label, name in zip(labels, names, strict=False)
+        ]
+        self._setup(matrices, keys)
+
+    @classmethod
+    def from_matrices(cls, *matrices: HDF5Matrix, **named: HDF5Matrix) -> HDF5Dataset:
+        """Pair `HDF5Matrix` views of equal length: samples are ``(x[i], y[i], ...)`` (or
+        dicts, when given by keyword), each fetch one read per view.
+
+        The Keras 2 habit ``x = HDF5Matrix(p, "x"); y = HDF5Matrix(q, "y", start=...)``
+        then feeds ``DataLoader`` and `batch_loader` at `HDF5Dataset` speed. The views
+        may come from different files and have different ``start``/``end``.
+
+        Args:
+            *matrices: the views, in sample order (tuple samples).
+            **named: or the views by name (dict samples); not both.
+
+        Returns:
+            An `HDF5Dataset` over the views.
+
+        Raises:
+            TypeError: a member is not an `HDF5Matrix`, or both forms are given.
+            ValueError: no views, or views of different lengths.
+
+        Examples:
+            >>> import tempfile, os, h5py, numpy as np
+            >>> path = os.path.join(tempfile.mkdtemp(), "xy.h5")
+            >>> with h5py.File(path, "w") as f:
+            ...     _ = f.create_dataset("x", data=np.ones((6, 2)))
+            ...     _ = f.create_dataset("y", data=np.arange(6))
+            >>> x, y = HDF5Matrix(path, "x", end=4), HDF5Matrix(path, "y", start=2)
+            >>> xb, yb = HDF5Dataset.from_matrices(x, y)[[0, 3]]
+            >>> xb.shape, yb.tolist()
+            ((2, 2), [2, 5])
+        """
+        if matrices and named:
+            raise TypeError(
+                "from_matrices takes views by position (tuple samples) or by name (dict "
+                f"samples), not both; got {len(matrices)} positional and {sorted(named)}"
+            )
+        members = list(matrices) if matrices else list(named.values())
+        if not members:
+            raise ValueError("from_matrices needs at least one HDF5Matrix, got none")
+        for member in members:
+            if not isinstance(member, HDF5Matrix):
+                raise TypeError(
+                    f"from_matrices takes HDF5Matrix views, got {type(member).__name__}: {member!r}"
+                )
+        lengths = [len(member) for member in members]
+        if len(set(lengths)) > 1:
+            labels = list(named) if named else [f"#{i}" for i in range(len(members))]
+            raise ValueError(
+                "the views must have the same number of rows, got "
+                + ", ".join(
+                    f"{label}: {length} rows ({member.datapath!r} {member.dataset!r} "
+                    f"[{member.start}:{member.end}])"
+                    for label, length, member in zip(labels, lengths, members, strict=False)
+                )
+            )
+        self = cls.__new__(cls)
+        self._setup(members, tuple(named) if named else None)
+        return self
+
+    def _setup(self, matrices: list[HDF5Matrix], keys: tuple[str, ...] | None) -> None:
+        self.matrices = matrices
+        self.keys = keys
+        self.names = tuple(matrix.dataset for matrix in matrices)
+        paths = {matrix.datapath for matrix in matrices}
+        self.datapath: str | None = matrices[0].datapath if len(paths) == 1 else None
+        self.start, self.end = matrices[0].start, matrices[0].end
+        self._length = len(matrices[0])
 
     def __len__(self) -> int:
-        return self.end - self.start
+        return self._length
 
     def _pack(self, parts: list[Any]) -> Any:
         if self.keys is None:
@@ -404,22 +726,25 @@ class HDF5Dataset(Dataset[Any]):
 
     def __getitems__(self, indices: AbcSequence[int]) -> BatchRows:
         """Samples at ``indices``, each dataset read once (sorted) and put back in order."""
-        plan, blocks = self._blocks(np.asarray(indices, dtype=np.int64))
-        parts = [b if isinstance(plan.local, slice) else b[plan.local] for b in blocks]
-        if self.keys is None:
-            rows = BatchRows(zip(*parts, strict=False))
-        else:
-            rows = BatchRows(
-                dict(zip(self.keys, row, strict=False)) for row in zip(*parts, strict=False)
-            )
-        rows.batch = self._pack(parts)
-        return rows
+        plan = _batch_plan(indices, len(self))
+        return BatchRows(self._pack([matrix._batch(plan) for matrix in self.matrices]))
 
     def close(self) -> None:
-        """Close this process's file handle; the next read opens it again."""
-        self._lazy.close()
+        """Close this process's handles of the files; the next read opens them again."""
+        for matrix in self.matrices:
+            matrix.close()
 
     def __repr__(self) -> str:
+        if self.datapath is None or any(
+            (m.start, m.end) != (self.start, self.end) for m in self.matrices
+        ):
+            inner = ", ".join(repr(matrix) for matrix in self.matrices)
+            if self.keys is not None:
+                inner = ", ".join(
+                    f"{key}={matrix!r}"
+                    for key, matrix in zip(self.keys, self.matrices, strict=False)
+                )
+            return f"HDF5Dataset.from_matrices({inner})"
         labels = self.keys if self.keys is not None else self.names
         return (
             f"HDF5Dataset({self.datapath!r}, {list(labels)!r}, start={self.start}, end={self.end})"
