@@ -78,9 +78,108 @@ def fail_on_rank1() -> int:
     return rank
 
 
-def environment() -> dict[str, str]:
-    keys = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"]
-    return {k: os.environ[k] for k in keys}
+def environment() -> dict[str, str | None]:
+    keys = [
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "OMP_NUM_THREADS",
+        "TORCHELASTIC_USE_AGENT_STORE",
+    ]
+    return {k: os.environ.get(k) for k in keys}
+
+
+def try_to_bind_master_port() -> tuple[int, str]:
+    """Join the group, then try to bind MASTER_PORT: the launcher must be holding it."""
+    import errno
+    import socket
+
+    with kp.distributed() as ctx:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", int(os.environ["MASTER_PORT"])))
+                outcome = "bound"
+            except OSError as exc:
+                outcome = "EADDRINUSE" if exc.errno == errno.EADDRINUSE else repr(exc)
+        kp.barrier()
+        return ctx.rank, outcome
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return ("ok", call())
+    except Exception as exc:  # what each rank saw, to compare across ranks
+        return (type(exc).__name__, str(exc), getattr(exc, "by_rank", None))
+
+
+def ranks_agree_or_all_raise(n_items: int) -> dict[str, Any]:
+    """The DDP items of issue 14 on one real group: metric agreement and even shards."""
+    from torch.utils.data import DistributedSampler
+
+    ctx = kp.init_distributed()
+    rank = ctx.rank
+    result: dict[str, Any] = {"rank": rank}
+    # Different metric names: every rank raises the same RankMismatchError.
+    names = {"loss": 1.0, "acc": 2.0} if rank == 0 else {"loss": 2.0}
+    result["names"] = _outcome(lambda: kp.reduce_metrics(names))
+    renamed = {"loss": 1.0} if rank == 0 else {"lost": 2.0}
+    result["renamed"] = _outcome(lambda: kp.reduce_metrics(renamed))
+    result["op"] = _outcome(lambda: kp.reduce_metrics({"x": 1.0}, "sum" if rank else "max"))
+    # A bad value on rank 1 only: rank 1's TypeError, and rank 0 hears of it (no hang).
+    bad: dict[str, Any] = {"loss": 1.0} if rank == 0 else {"loss": "high"}
+    result["bad_value"] = _outcome(lambda: kp.reduce_metrics(bad))
+    # The group is still in step afterwards: a correct call gives the right answer.
+    result["after"] = kp.reduce_metrics({"loss": 0.5 + rank, "n": 1.0}, "mean")
+    # shard: DistributedSampler's indices from the group's own rank and world size; one
+    # collective per item never waits for a rank that ran out.
+    for drop_last in (False, True):
+        for shuffle in (False, True):
+            share = kp.shard(range(n_items), shuffle=shuffle, seed=5, drop_last=drop_last)
+            share.set_epoch(2)
+            sampler = DistributedSampler(
+                range(n_items), shuffle=shuffle, seed=5, drop_last=drop_last
+            )  # num_replicas and rank from the process group
+            sampler.set_epoch(2)
+            total = torch.zeros(1)
+            for _item in share:
+                step = torch.ones(1)
+                torch.distributed.all_reduce(step)
+                total += step
+            result[f"shard drop_last={drop_last} shuffle={shuffle}"] = (
+                share.indices,
+                list(sampler),
+                share.__kshard__,
+                float(total),
+            )
+    kp.shutdown_distributed()
+    return result
+
+
+class RaisesInWorker(torch.utils.data.Dataset[int]):
+    """A dataset whose items raise one of kparallel's public exceptions (in a worker)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        if self.kind == "merge":
+            # The real thing: a model whose int output the merge rule refuses.
+            class Count(nn.Module):
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.lin = nn.Linear(2, 2)
+
+                def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+                    return self.lin(x), int(x.shape[0])
+
+            kp.multi_gpu_model(Count(), devices=["cpu", "cpu"])(torch.randn(4, 2))
+        raise kp.RankMismatchError("ranks disagree", by_rank=[["a"], ["b"]])
 
 
 def group_rank() -> tuple[int, str]:

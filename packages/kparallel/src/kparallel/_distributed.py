@@ -7,6 +7,8 @@ helper is then a no-op), under ``torchrun`` on one or many nodes, or under ``lau
 from __future__ import annotations
 
 import contextlib
+import logging
+import numbers
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -19,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ._errors import RankMismatchError
 from ._model import ParallelModel
 
 __all__ = [
@@ -34,6 +37,8 @@ __all__ = [
     "unwrap",
     "wrap_ddp",
 ]
+
+logger = logging.getLogger("kparallel")
 
 
 @dataclass(frozen=True)
@@ -179,9 +184,21 @@ def init_distributed(
         kwargs["timeout"] = (
             timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
         )
+    logger.info(
+        "rank %d of %d (local rank %d) joining the process group: backend %s, device %s, "
+        "rendezvous %s:%s",
+        rank,
+        world_size,
+        local_rank,
+        backend,
+        device,
+        os.environ["MASTER_ADDR"],
+        os.environ["MASTER_PORT"],
+    )
     dist.init_process_group(
         backend=backend, init_method="env://", rank=rank, world_size=world_size, **kwargs
     )
+    logger.info("rank %d of %d: process group up", rank, world_size)
     return DistributedContext(rank, world_size, local_rank, backend, device)
 
 
@@ -305,40 +322,23 @@ def unwrap(model: nn.Module) -> nn.Module:
 _OPS = {"mean", "sum", "max", "min"}
 
 
-def reduce_metrics(
-    metrics: Mapping[str, float | int | torch.Tensor],
-    op: str = "mean",
-    *,
-    weight: float | None = None,
-) -> dict[str, float]:
-    """Combine per-rank metric values into one value per name, the same on every rank.
-
-    Args:
-        metrics: Name to a number or a one-element tensor (same names on every rank).
-        op: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``.
-        weight: With ``op="mean"``, this rank's weight (e.g. its sample count, >= 0): the
-            result is the weighted mean, exact when ranks saw different amounts of data.
-
-    Returns:
-        A dict of floats, in the order of ``metrics`` (ranks may list the names in any
-        order: values are matched by name). Without a process group, the values themselves.
-
-    Raises:
-        ValueError: unknown ``op``, a multi-element tensor, a weight with another op, a
-            negative weight, or weights summing to zero over the ranks.
-        TypeError: a value that is not a number or a tensor.
-        RuntimeError: ``WORLD_SIZE`` > 1 but ``init_distributed`` was not called.
-
-    Examples:
-        >>> reduce_metrics({"loss": 0.5, "acc": torch.tensor(0.75)})
-        {'loss': 0.5, 'acc': 0.75}
-    """
+def _local_metrics(
+    metrics: Mapping[str, float | int | torch.Tensor], op: str, weight: float | None
+) -> tuple[list[str], list[float], float]:
+    """This rank's names (sorted), values and weight, checked; raises what a caller would."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of names to numbers, got {metrics!r}")
     if op not in _OPS:
         raise ValueError(f"op must be one of {sorted(_OPS)}, got {op!r}")
     if weight is not None and op != "mean":
         raise ValueError(f"weight only applies to op='mean', got op={op!r}")
-    if weight is not None and not float(weight) >= 0:
+    if weight is not None and (
+        isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not float(weight) >= 0
+    ):
         raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+    for name in metrics:
+        if not isinstance(name, str):
+            raise TypeError(f"metric names must be strings, got {name!r}")
     # Sorted: the all_reduce pairs values by position, and two ranks may have built their
     # dicts in different orders.
     names = sorted(metrics)
@@ -352,16 +352,93 @@ def reduce_metrics(
                     f"{tuple(value.shape)}"
                 )
             values.append(float(value.detach().cpu().item()))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            values.append(float(value))
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            values.append(float(value))  # numpy scalars too
         else:
             raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}")
+    return names, values, 1.0 if weight is None else float(weight)
+
+
+def _agree(what: str, mine: tuple[Any, BaseException | None], world_size: int) -> None:
+    """Check across ranks that every rank passed the same ``mine[0]`` and none failed.
+
+    One ``all_gather_object`` of each rank's (key, local error); then every rank raises
+    the same error, so no rank returns a wrong value and none waits in a collective that
+    another rank skipped.
+    """
+    key, error = mine
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, (key, None if error is None else (type(error), str(error))))
+    failures = [(r, e) for r, (_, e) in enumerate(gathered) if e is not None]
+    if failures:
+        rank, (kind, message) = failures[0]
+        if error is not None and rank == dist.get_rank():
+            raise error
+        if not isinstance(kind, type) or not issubclass(kind, ValueError | TypeError):
+            kind = RuntimeError
+        raise kind(f"{what} failed on rank {rank}: {message}")
+    keys = [k for k, _ in gathered]
+    if any(k != keys[0] for k in keys[1:]):
+        listing = "; ".join(f"rank {r}: {k}" for r, k in enumerate(keys))
+        raise RankMismatchError(
+            f"{what}: the ranks disagree ({listing}); every rank must pass the same metric "
+            "names and op",
+            by_rank=list(keys),
+        )
+
+
+def reduce_metrics(
+    metrics: Mapping[str, float | int | torch.Tensor],
+    op: str = "mean",
+    *,
+    weight: float | None = None,
+) -> dict[str, float]:
+    """Combine per-rank metric values into one value per name, the same on every rank.
+
+    The ranks first check that they agree: one ``all_gather_object`` of each rank's sorted
+    metric names and ``op`` (and of any argument error). When they differ, or a rank's
+    arguments are wrong, every rank raises the same error instead of some returning a
+    wrong value and others hanging.
+
+    Args:
+        metrics: Name to a number (numpy scalars too) or a one-element tensor; the same
+            names on every rank, in any order.
+        op: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``.
+        weight: With ``op="mean"``, this rank's weight (e.g. its sample count, >= 0): the
+            result is the weighted mean, exact when ranks saw different amounts of data.
+
+    Returns:
+        A dict of floats, in the order of ``metrics`` (values are matched by name).
+        Without a process group, the values themselves.
+
+    Raises:
+        RankMismatchError: the ranks passed different metric names (or a different
+            number of them) or different ops; raised on every rank, ``by_rank`` lists
+            what each passed.
+        ValueError: unknown ``op``, a multi-element tensor, a weight with another op, a
+            negative weight, or weights summing to zero over the ranks (on every rank,
+            the message naming the rank at fault).
+        TypeError: a value that is not a number or a tensor (on every rank, likewise).
+        RuntimeError: ``WORLD_SIZE`` > 1 but ``init_distributed`` was not called.
+
+    Examples:
+        >>> reduce_metrics({"loss": 0.5, "acc": torch.tensor(0.75)})
+        {'loss': 0.5, 'acc': 0.75}
+    """
     ctx = _require_group_if_launched("reduce_metrics")
     if not ctx.is_distributed:
+        names, values, _ = _local_metrics(metrics, op, weight)
         local = dict(zip(names, values, strict=True))
         return {n: local[n] for n in metrics}
-    w = 1.0 if weight is None else float(weight)
+    error: BaseException | None = None
+    names, values, w = [], [], 1.0
+    try:
+        names, values, w = _local_metrics(metrics, op, weight)
+    except (TypeError, ValueError) as exc:
+        error = exc
+    _agree("reduce_metrics", ((names, op), error), ctx.world_size)
     device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    order = list(metrics)
     if op == "mean":
         packed = torch.tensor([v * w for v in values] + [w], dtype=torch.float64, device=device)
         dist.all_reduce(packed, op=dist.ReduceOp.SUM)
@@ -369,12 +446,12 @@ def reduce_metrics(
         if total == 0:
             raise ValueError("reduce_metrics: the ranks' weights sum to 0; nothing to average")
         means = {n: float(packed[i]) / total for i, n in enumerate(names)}
-        return {n: means[n] for n in metrics}
+        return {n: means[n] for n in order}
     packed = torch.tensor(values, dtype=torch.float64, device=device)
     reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     dist.all_reduce(packed, op=reduce_op[op])
     reduced = {n: float(packed[i]) for i, n in enumerate(names)}
-    return {n: reduced[n] for n in metrics}
+    return {n: reduced[n] for n in order}
 
 
 def _atomic_save(obj: object, target: Path) -> None:

@@ -2,9 +2,13 @@
 
 ``launch(fn, nprocs)`` starts ``nprocs`` fresh Python interpreters (as ``torchrun`` does),
 gives each the variables ``torchrun`` would set (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
-``LOCAL_WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT`` = a free port), runs
-``fn(*args)`` in each and returns their return values in rank order. So a training
-function written for ``torchrun`` (calling ``init_distributed()``) runs here unchanged.
+``LOCAL_WORLD_SIZE``, ``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``), runs ``fn(*args)`` in
+each and returns their return values in rank order. So a training function written for
+``torchrun`` (calling ``init_distributed()``) runs here unchanged. Like ``torchrun``'s
+agent, the parent serves the rendezvous store and the workers connect to it as clients
+(``TORCHELASTIC_USE_AGENT_STORE=True``): the port is bound before any worker starts, so
+no other program can take it in between (the race of picking a free port for rank 0 to
+bind later).
 
 Fresh interpreters rather than ``multiprocessing`` spawn: spawn re-runs the parent's main
 script in every child, which breaks scripts without an ``if __name__ == "__main__"``
@@ -13,6 +17,8 @@ guard, notebooks' exec'd cells and doc runners; a fresh ``python -c`` has no suc
 
 from __future__ import annotations
 
+import logging
+import operator
 import os
 import pickle
 import shutil
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +37,16 @@ import torch
 
 __all__ = ["free_port", "launch"]
 
+logger = logging.getLogger("kparallel")
+
 _BOOTSTRAP = "import sys; from kparallel._launch import _child_main; _child_main(sys.argv[1])"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago (the OS picks it).
+
+    Another program may take it before you bind it; ``launch`` does not use it (it binds
+    its rendezvous port itself before starting the workers).
 
     Examples:
         >>> 1024 <= free_port() <= 65535
@@ -88,6 +100,43 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+_OMP_NOTICE = (
+    "\n*****************************************\n"
+    "Setting OMP_NUM_THREADS environment variable for each process to be "
+    "1 in default, to avoid your system being overloaded, "
+    "please further tune the variable for optimal performance in "
+    "your application as needed. \n"
+    "*****************************************"
+)
+
+
+def _agent_store(host: str, port: int, nprocs: int) -> Any:
+    """The rendezvous store, served by this (parent) process, as torchrun's agent does.
+
+    The children connect to it as clients (``TORCHELASTIC_USE_AGENT_STORE=True``), so no
+    child ever binds a port: the port is held from before the first child starts until
+    the last one ends, and nothing else can take it in between.
+    """
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    try:
+        return dist.TCPStore(  # type: ignore[attr-defined]
+            host,
+            port,
+            world_size=None,
+            is_master=True,
+            timeout=timedelta(seconds=60),
+            wait_for_workers=False,
+        )
+    except (RuntimeError, OSError) as exc:
+        raise RuntimeError(
+            f"launch: cannot serve the rendezvous on {host}:{port} ({exc}); pass another "
+            "master_port, or None to let the system pick a free one"
+        ) from None
+
+
 def launch(
     fn: Callable[..., Any],
     nprocs: int = 2,
@@ -100,13 +149,20 @@ def launch(
 ) -> list[Any]:
     """Run ``fn(*args)`` in ``nprocs`` processes set up like ``torchrun`` on one node.
 
+    As ``torchrun`` does, this process serves the rendezvous store (a ``TCPStore`` bound
+    before any worker starts, on ``master_port`` or on a port the system picks) and the
+    workers join it as clients, so there is no window in which another program can take
+    the port. Also as ``torchrun``: when ``OMP_NUM_THREADS`` is unset (here and in
+    ``env``) and ``nprocs`` > 1, the workers get ``OMP_NUM_THREADS=1`` and torchrun's
+    notice is issued as a warning.
+
     Args:
         fn: A function importable by module name (defined in a module, not in ``__main__``
             or a notebook cell); it typically calls ``init_distributed()``.
-        nprocs: Number of processes (ranks), >= 1.
+        nprocs: Number of processes (ranks), >= 1 (numpy integers accepted).
         args: Positional arguments for ``fn`` (picklable).
         master_addr: Rendezvous address (loopback by default).
-        master_port: Rendezvous port; a free one when None.
+        master_port: Rendezvous port; one the system picks when None.
         env: Extra environment variables for the workers.
         timeout: Seconds before the workers are stopped and ``TimeoutError`` raised.
 
@@ -116,19 +172,26 @@ def launch(
 
     Raises:
         ValueError: ``nprocs`` < 1, or ``fn`` is defined in ``__main__``.
-        TypeError: ``fn`` or ``args`` cannot be pickled.
-        RuntimeError: a worker failed (the message holds its traceback); the others are
-            stopped. (When rank 0 cannot listen on a port picked here, because another
-            program took it meanwhile, the launch is retried on a new port, twice.)
+        TypeError: ``fn`` or ``args`` cannot be pickled, or ``nprocs`` is not an int.
+        RuntimeError: a worker failed (the message holds its traceback; the others are
+            stopped), or the rendezvous cannot be served on ``master_port``.
         TimeoutError: the workers ran past ``timeout``.
 
     Examples:
         >>> import operator
-        >>> launch(operator.add, 2, args=(1, 2))
+        >>> launch(operator.add, 2, args=(1, 2), env={"OMP_NUM_THREADS": "1"})
         [3, 3]
     """
-    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
+    if isinstance(nprocs, bool):
+        raise TypeError(f"nprocs must be an int >= 1, got {nprocs!r}")
+    try:
+        nprocs = operator.index(nprocs)
+    except TypeError:
+        raise TypeError(f"nprocs must be an int >= 1, got {nprocs!r}") from None
+    if nprocs < 1:
         raise ValueError(f"nprocs must be an int >= 1, got {nprocs!r}")
+    if master_port is not None:
+        master_port = operator.index(master_port)
     if getattr(fn, "__module__", None) == "__main__":
         raise ValueError(
             f"launch(fn={getattr(fn, '__name__', fn)!r}): fn is defined in __main__, which the "
@@ -138,22 +201,22 @@ def launch(
         call = pickle.dumps((fn, tuple(args)))
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise TypeError(f"launch: fn and args must be picklable: {exc}") from None
-    # A port found free can be taken by another program before rank 0 binds it; with a
-    # port of our own choosing, that race is retried on a fresh port.
-    tries = 1 if master_port is not None else 3
-    attempt = 0
-    while True:
-        attempt += 1
-        port = int(master_port) if master_port is not None else free_port(master_addr)
-        try:
-            return _run_once(call, nprocs, master_addr, port, env, timeout)
-        except _PortTaken:
-            if attempt >= tries:
-                raise
-
-
-class _PortTaken(RuntimeError):
-    """Rank 0 could not listen on MASTER_PORT."""
+    extra = dict(env or {})
+    if "OMP_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in extra and nprocs > 1:
+        warnings.warn(_OMP_NOTICE, UserWarning, stacklevel=2)
+        extra["OMP_NUM_THREADS"] = "1"
+    store = _agent_store(master_addr, 0 if master_port is None else master_port, nprocs)
+    try:
+        port = int(store.port)
+        logger.info(
+            "launch: starting %d processes, rendezvous %s:%d served by this process",
+            nprocs,
+            master_addr,
+            port,
+        )
+        return _run_once(call, nprocs, master_addr, port, extra, timeout)
+    finally:
+        del store  # closes the rendezvous server
 
 
 def _run_once(
@@ -161,7 +224,7 @@ def _run_once(
     nprocs: int,
     master_addr: str,
     port: int,
-    env: Mapping[str, str] | None,
+    env: Mapping[str, str],
     timeout: float | None,
 ) -> list[Any]:
     results = Path(tempfile.mkdtemp(prefix="kparallel-launch-"))
@@ -170,13 +233,14 @@ def _run_once(
         with open(results / "payload.pkl", "wb") as f:
             pickle.dump((list(sys.path), call), f)
         base = dict(os.environ)
-        base.update(env or {})
+        base.update(env)
         base.update(
             MASTER_ADDR=master_addr,
             MASTER_PORT=str(port),
             WORLD_SIZE=str(nprocs),
             LOCAL_WORLD_SIZE=str(nprocs),
             GROUP_RANK="0",
+            TORCHELASTIC_USE_AGENT_STORE="True",
         )
         for rank in range(nprocs):
             child = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
@@ -192,12 +256,7 @@ def _run_once(
                 _stop(processes)
                 error = results / f"rank{rank}.error"
                 detail = error.read_text() if error.exists() else f"exit code {codes[rank]}"
-                message = f"launch: rank {rank} failed:\n{detail}"
-                if str(port) in detail and (
-                    "EADDRINUSE" in detail or "address already in use" in detail.lower()
-                ):
-                    raise _PortTaken(message)
-                raise RuntimeError(message)
+                raise RuntimeError(f"launch: rank {rank} failed:\n{detail}")
             if all(c == 0 for c in codes):
                 break
             if deadline is not None and time.monotonic() > deadline:

@@ -183,7 +183,7 @@ class ParallelModel(nn.Module):
             return getattr(self.__dict__["_template"], name)
 
     # -- state that must be the template's ------------------------------------------------
-    @property  # type: ignore[override]
+    @property
     def training(self) -> bool:
         """The template's ``training`` flag (one flag: they never drift apart)."""
         template = self.__dict__.get("_template")

@@ -269,7 +269,9 @@ class _Merger:
         )
 
     def per_sample(self, values: list[Any]) -> bool:
-        if not all(type(v) is list and len(v) == n for v, n in zip(values, self.sizes)):
+        if not all(
+            type(v) is list and len(v) == n for v, n in zip(values, self.sizes, strict=True)
+        ):
             return False
         types = {type(entry) for v in values for entry in v}
         return len(types) <= 1
@@ -278,7 +280,9 @@ class _Merger:
         sizes = self.sizes
         first = values[0]
         if all(isinstance(v, torch.Tensor) for v in values):
-            if all(v.dim() >= 1 and int(v.shape[0]) == n for v, n in zip(values, sizes)):
+            if all(
+                v.dim() >= 1 and int(v.shape[0]) == n for v, n in zip(values, sizes, strict=True)
+            ):
                 return self.gather(list(values), self.target)
             reason = (
                 "a 0-dim tensor (one per replica)"
@@ -290,7 +294,8 @@ class _Merger:
             return None
         nodes = [children(v) for v in values]
         if nodes[0] is None or any(
-            node is None or type(v) is not type(first) for node, v in zip(nodes, values)
+            node is None or type(v) is not type(first)
+            for node, v in zip(nodes, values, strict=True)
         ):
             if self.per_sample(values):
                 return self.concat(values)
