@@ -22,6 +22,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py._objects import phil  # h5py's global lock around HDF5 calls
 
 __all__ = [
     "DatasetInfo",
@@ -40,8 +41,9 @@ _MAX_AUTO_CACHE = 1024**3  # the automatic cache never grows past this
 _ASSUMED_BATCH_ROWS = 1024  # the cache holds every chunk a batch of this many rows spans
 
 # how often (seconds) a running process asks whether the file at the path is still the one
-# it has open (a stat of the path); memory-mapped reads also check the open file's size and
-# modification time before every read (a read past the end of a map kills the process)
+# it has open (a stat of the path); every read checks the open file's size and modification
+# time (an fstat: a read past the end of a memory map kills the process, and HDF5 reads
+# past the end of a truncated file as zeros)
 RECHECK_SECONDS = 0.2
 
 Stamp = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
@@ -257,17 +259,15 @@ class _Handle:
             found = self.maps[key] = array.reshape(info.shape)
         return found
 
-    def verify(self, every_read: bool) -> _Handle:
+    def verify(self) -> _Handle:
         """This handle, or a new one if the file changed (or `FileChangedError`).
 
-        Checks the open file's size and modification time (``every_read``: at each call,
-        else at most every ``RECHECK_SECONDS``) and whether the path still names the open
-        file (at most every ``RECHECK_SECONDS``).
+        Checks at every call the open file's size and modification time (HDF5 reads past
+        the end of a truncated file as zeros, and a memory map past it kills the process),
+        and at most every ``RECHECK_SECONDS`` whether the path still names the open file.
         """
         now = time.monotonic()
         due = now - self.checked >= RECHECK_SECONDS
-        if not (every_read or due):
-            return self
         st = os.fstat(self.fd)
         if st.st_size != self.stamp[2] or st.st_mtime_ns != self.stamp[3]:
             return _replace(self, f"changed in place ({self.stamp[2]} -> {st.st_size} bytes)")
@@ -386,10 +386,11 @@ class Reader:
         self._stamp = lazy.stamp  # the file identity ``info`` describes
         self._token: object = None
         self._src: Any = None
+        self._fast: Any = None  # h5py's compiled reader of simple selections, if usable
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_token"] = state["_src"] = None
+        state["_token"] = state["_src"] = state["_fast"] = None
         return state
 
     def _attach(self, handle: _Handle) -> None:
@@ -405,10 +406,19 @@ class Reader:
                 self.cache_bytes = chunk_cache_bytes(new)
                 self.cache_slots = cache_slots(self.cache_bytes, new)
             self._stamp = handle.stamp
+        self._fast = None
         if self.use_mmap:
             self._src = handle.memmap(self.info)
         else:
             self._src = handle.dataset(self.info.name, self.cache_bytes, self.cache_slots)
+            if self.info.numeric:
+                # what h5py's Dataset.__getitem__ itself calls for ints and slices (cached
+                # on read-only datasets), without its per-call argument handling
+                try:
+                    if self._src._fast_read_ok:
+                        self._fast = self._src._fast_reader.read
+                except AttributeError:  # another h5py: its __getitem__ does the same
+                    self._fast = None
         self._token = handle.token
 
     def source(self) -> Any:
@@ -422,7 +432,7 @@ class Reader:
                 if isinstance(failed, FileChangedError) and failed is not error:
                     raise failed from None
                 raise
-        handle = handle.verify(self.use_mmap)
+        handle = handle.verify()
         if handle.token is not self._token:
             self._attach(handle)
         return self._src
@@ -453,6 +463,9 @@ class Reader:
         """Row ``row`` (``0 <= row < rows``) as a new array (a numpy scalar for 1-D data)."""
         source = self.source()
         try:
+            if self._fast is not None:
+                with phil:
+                    return self._fast((row,))
             out = source[row]
         except OSError as error:
             raise self._failed(error) from None
@@ -467,6 +480,9 @@ class Reader:
             return np.empty((0, *self.info.shape[1:]), dtype=self.info.dtype)
         key = slice(start, stop) if step == 1 else slice(start, stop, step)
         try:
+            if self._fast is not None:
+                with phil:
+                    return self._fast((key,))  # type: ignore[no-any-return]
             block = source[key]
         except OSError as error:
             raise self._failed(error) from None

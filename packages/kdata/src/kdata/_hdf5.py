@@ -249,10 +249,13 @@ class HDF5Matrix(Dataset[Any]):
     read-only memory map; others through h5py's read-only fast reader, with a chunk cache
     large enough that batched reads decompress each chunk once.
 
-    A file changed under a running job is detected: truncated, rewritten or replaced
-    (memory-mapped reads check before every read, others at least every 0.2 s and at
-    every open), the file is opened again and read correctly if the dataset still fits
-    the view, else `FileChangedError` is raised; stale offsets are never read.
+    A file changed under a running job is detected: every read first checks the open
+    file's size and modification time (truncated or rewritten in place), and the path is
+    checked at every open and at least every 0.2 s (replaced by another file). The file
+    is then opened again and read correctly if the dataset still fits the view, else
+    `FileChangedError` is raised (logged on the ``"kdata"`` logger); stale offsets are
+    never read, and a truncated memory-mapped file raises instead of killing the process
+    (a change in the microseconds between the check and the read cannot be caught).
 
     Args:
         datapath: path of the HDF5 file.
