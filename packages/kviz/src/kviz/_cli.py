@@ -134,20 +134,35 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="device for the example input (e.g. cpu, cuda:0)")
         p.add_argument("--expand-nested", action="store_true", help="show nested modules")
         p.add_argument("--depth", type=int, help="deepest nesting level shown")
+        p.add_argument(
+            "--layer-range",
+            nargs=2,
+            metavar=("START", "END"),
+            help="show only the top-level layers from START to END (names or patterns)",
+        )
+        p.add_argument("--show-trainable", action="store_true", help="show trainability")
 
     s = sub.add_parser("summary", help="print the summary table")
     common(s)
     s.add_argument("--line-length", type=int, help="table width")
     s.add_argument("--positions", type=_positions, help="column ends, e.g. .4,.7,.8,1")
-    s.add_argument("--show-trainable", action="store_true", help="add the Trainable column")
+    s.add_argument(
+        "--extra-columns",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        default=[],
+        help="more columns: mult_adds, param_bytes (comma-separated)",
+    )
 
     p = sub.add_parser("plot", help="write the diagram to a file")
     common(p)
     p.add_argument("-o", "--to-file", default="model.png", help="output file (default model.png)")
     p.add_argument("--show-shapes", action="store_true", help="show input/output shapes")
+    p.add_argument("--show-dtype", action="store_true", help="show output dtypes")
+    p.add_argument("--show-layer-activations", action="store_true", help="show layers' activations")
+    p.add_argument("--show-functional", action="store_true", help="draw functional calls as nodes")
     p.add_argument("--hide-layer-names", action="store_true", help="show class names only")
     p.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
-    p.add_argument("--dpi", type=int, default=96)
+    p.add_argument("--dpi", type=float, default=96)
     p.add_argument("--graph", default="layers", choices=["layers", "autograd"])
     return parser
 
@@ -177,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 expand_nested=args.expand_nested,
                 depth=args.depth,
                 show_trainable=args.show_trainable,
+                layer_range=args.layer_range,
+                extra_columns=args.extra_columns,
             )
         else:
             plot_model(
@@ -192,15 +209,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device=args.device,
                 depth=args.depth,
                 graph=args.graph,
+                show_dtype=args.show_dtype,
+                show_layer_activations=args.show_layer_activations,
+                show_trainable=args.show_trainable,
+                layer_range=args.layer_range,
+                show_functional=args.show_functional,
             )
             print(f"wrote {args.to_file}")
     except (ForwardError, GraphvizNotFoundError) as exc:
-        print(f"kviz: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
     except (TypeError, ValueError, FileNotFoundError) as exc:
-        print(f"kviz: error: {exc}", file=sys.stderr)
-        return 2
+        # kviz's own argument checks: a usage error.
+        return _fail(exc, 2)
+    except Exception as exc:
+        # Anything else (a TorchScript model failing, Graphviz failing): one line, no
+        # traceback.
+        return _fail(exc, 1, with_type=True)
     return 0
+
+
+def _fail(exc: BaseException, status: int, *, with_type: bool = False) -> int:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if with_type:
+        text = f"{type(exc).__name__}: {text}"
+    print(f"kviz: error: {text}", file=sys.stderr)
+    return status
 
 
 def main_exit() -> None:

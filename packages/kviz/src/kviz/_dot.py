@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from torch import nn
+
 from ._layout import Layout
 from ._summary import format_shape
-from ._trace import INPUT, MODULE, OP, Node
+from ._trace import INPUT, MODULE, OP, OUTPUT, Node, is_script
 
-__all__ = ["layout_to_dot", "quote"]
+__all__ = ["activation_name", "layout_to_dot", "quote"]
 
-_FILL = {INPUT: "#e3f1df", MODULE: "#e6eef9", OP: "#fdf3d6"}
-_BORDER = {INPUT: "#5b8c51", MODULE: "#4a6fa5", OP: "#b08a1e"}
+_FILL = {INPUT: "#e3f1df", MODULE: "#e6eef9", OP: "#fdf3d6", OUTPUT: "#e3f1df"}
+_BORDER = {INPUT: "#5b8c51", MODULE: "#4a6fa5", OP: "#b08a1e", OUTPUT: "#5b8c51"}
 
 
 def quote(text: str) -> str:
@@ -34,28 +38,71 @@ def _shapes(shapes: object) -> str:
     return format_shape(shapes)
 
 
+def activation_name(module: nn.Module | None) -> str | None:
+    """A layer's activation, as Keras's ``show_layer_activations`` shows it: an activation
+    module's own name (``relu`` for ``nn.ReLU``), a layer's ``activation`` attribute
+    (a name, a function or a module) or its ``nonlinearity`` (``nn.RNN``); else None."""
+    if module is None or is_script(module):
+        return None
+    if type(module).__module__ == "torch.nn.modules.activation":
+        return type(module).__name__.lower()
+    for attr in ("activation", "nonlinearity"):
+        value: Any = getattr(module, attr, None)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, nn.Module):
+            return type(value).__name__.lower()
+        if callable(value):
+            return str(getattr(value, "__name__", type(value).__name__))
+    return None
+
+
+def _trainable_text(module: nn.Module | None) -> str | None:
+    if module is None:
+        return None
+    flags = [p.requires_grad for p in module.parameters()]
+    if not flags:
+        return "-"
+    return "Y" if all(flags) else "N" if not any(flags) else "partial"
+
+
+def _dtype_text(node: Node) -> str:
+    if node.dtype is not None:
+        return node.dtype
+    if node.module is not None:
+        for p in node.module.parameters():
+            return str(p.dtype).removeprefix("torch.")
+    return "?"
+
+
 def _title(node: Node, calls: int, show_layer_names: bool) -> str:
     if node.kind == OP:
         return f"{node.name}: {node.type_name}" if show_layer_names else node.type_name
     name = node.name or node.type_name.lower()
     suffix = f" (call {node.call_index + 1}/{calls})" if calls > 1 else ""
+    if node.shared:
+        suffix += " (shared)"
     if show_layer_names:
         return f"{name}{suffix}: {node.type_name}"
     return f"{node.type_name}{suffix}"
 
 
-def _node_line(node: Node, calls: int, show_shapes: bool, show_layer_names: bool) -> str:
-    title = _title(node, calls, show_layer_names)
-    if show_shapes:
+def _node_line(node: Node, calls: int, show_layer_names: bool, options: dict[str, bool]) -> str:
+    fields = [_record(_title(node, calls, show_layer_names))]
+    if options["dtype"]:
+        fields.append(_record(_dtype_text(node)))
+    if options["activations"] and node.kind == MODULE:
+        activation = activation_name(node.module)
+        if activation is not None:
+            fields.append(_record(f"activation: {activation}"))
+    if options["trainable"] and node.kind == MODULE:
+        fields.append(_record(f"trainable: {_trainable_text(node.module)}"))
+    if options["shapes"]:
         ins = node.in_shapes
         in_text = ", ".join(format_shape(s) for s in ins) if ins else "?"
         out_text = _shapes(node.out_shapes)
-        label = (
-            f"{_record(title)}|{{input:|output:}}|{{{{{_record(in_text)}}}|"
-            f"{{{_record(out_text)}}}}}"
-        )
-    else:
-        label = _record(title)
+        fields.append(f"{{input:|output:}}|{{{{{_record(in_text)}}}|{{{_record(out_text)}}}}}")
+    label = "|".join(fields)
     return (
         f"n{node.idx} [label={quote(label)}, fillcolor={quote(_FILL[node.kind])}, "
         f"color={quote(_BORDER[node.kind])}];"
@@ -69,14 +116,24 @@ def layout_to_dot(
     show_shapes: bool,
     show_layer_names: bool,
     rankdir: str,
-    dpi: int,
+    dpi: float,
+    show_dtype: bool = False,
+    show_activations: bool = False,
+    show_trainable: bool = False,
 ) -> str:
     """The DOT source of ``lay``."""
     nodes = lay.trace.nodes
     calls = lay.calls
+    options = {
+        "shapes": show_shapes,
+        "dtype": show_dtype,
+        "activations": show_activations,
+        "trainable": show_trainable,
+    }
     lines = [
         f"digraph {quote(title)} {{",
-        f'  graph [rankdir={rankdir}, dpi={dpi}, nodesep=0.3, ranksep=0.35, fontname="Helvetica"];',
+        f"  graph [rankdir={rankdir}, dpi={dpi:g}, nodesep=0.3, ranksep=0.35, "
+        'fontname="Helvetica"];',
         '  node [shape=record, style="rounded,filled", fontname="Helvetica", fontsize=11, '
         'margin="0.12,0.04", height=0.3];',
         '  edge [color="#555555", arrowsize=0.7];',
@@ -102,7 +159,7 @@ def layout_to_dot(
             stack.extend((i, indent + "  ", False) for i in sorted(inner, reverse=True))
         else:
             module_calls = calls.get(id(node.module), 1) if node.kind == MODULE else 1
-            lines.append(indent + _node_line(node, module_calls, show_shapes, show_layer_names))
+            lines.append(indent + _node_line(node, module_calls, show_layer_names, options))
     for e in lay.edges:
         lines.append(f"  n{e.src} -> n{e.dst};")
     # A module called more than once: its calls are separate nodes, tied by a dashed line.

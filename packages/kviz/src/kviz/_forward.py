@@ -4,6 +4,8 @@ restored afterwards (a user's frozen BatchNorm stays as it was), errors made rea
 from __future__ import annotations
 
 import gc
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +14,8 @@ from torch import nn
 
 from ._inputs import ExampleInput
 from ._trace import Trace, Tracer
+
+logger = logging.getLogger("kviz")
 
 __all__ = [
     "ForwardError",
@@ -24,27 +28,31 @@ __all__ = [
 
 
 class ForwardError(ValueError):
-    """The model's forward pass failed on the example input."""
+    """The model's forward pass failed on the example input.
+
+    A `ValueError`: the example input (or the model) is wrong, not kviz. Built from one
+    message, so it pickles and keeps its type across a DataLoader worker.
+
+    Examples:
+        >>> import pickle
+        >>> error = ForwardError("the forward pass of Net failed")
+        >>> type(pickle.loads(pickle.dumps(error))).__name__
+        'ForwardError'
+    """
 
 
-def checked_model(model: object, *, traced: bool) -> nn.Module:
+def checked_model(model: object) -> nn.Module:
     """``model`` as kviz walks it: a ``torch.compile`` wrapper gives way to the module it
     wraps (compiling would cost seconds and hide the layers from the hooks).
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``, or is a TorchScript module and
-            ``traced`` (a forward pass must be followed: hooks do not run in TorchScript).
+        TypeError: ``model`` is not an ``nn.Module``.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inner = getattr(model, "_orig_mod", None)
     if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
         return inner
-    if traced and isinstance(model, torch.jit.ScriptModule):
-        raise TypeError(
-            f"model is a TorchScript module ({type(model).__name__}), whose forward pass "
-            f"cannot be followed; pass the nn.Module it was scripted or traced from"
-        )
     return model
 
 
@@ -91,15 +99,29 @@ def forward_error(model: nn.Module, example: ExampleInput, exc: BaseException) -
     )
 
 
-def trace_model(model: nn.Module, example: ExampleInput) -> Trace:
-    """One traced forward pass of ``model`` on ``example`` (no torchinfo involved)."""
-    tracer = Tracer(model)
+def trace_model(
+    model: nn.Module, example: ExampleInput, *, details: bool = True, functional: bool = False
+) -> Trace:
+    """One traced forward pass of ``model`` on ``example``: kviz's own trace, no other tool.
+
+    Raises:
+        ForwardError: the forward pass raised.
+    """
+    tracer = Tracer(model, details=details, functional=functional)
     args, kwargs = example
+    start = time.perf_counter()
     with kept_modes(model, tracer.modules), torch.no_grad(), tracer.tracing():
         model.eval()
         tracer.add_inputs(args, kwargs)
         try:
-            model(*args, **kwargs)
+            output = model(*args, **kwargs)
         except Exception as exc:
             raise forward_error(model, example, exc) from exc
+        tracer.add_outputs(output)
+    logger.debug(
+        "traced %s: %d nodes in %.1f ms",
+        type(model).__name__,
+        len(tracer.trace.nodes),
+        (time.perf_counter() - start) * 1e3,
+    )
     return tracer.trace

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ._nest import map_tensors
+
 __all__ = ["ExampleInput", "build_inputs", "move"]
 
 ExampleInput = tuple[tuple[Any, ...], dict[str, Any]]
@@ -27,17 +29,18 @@ def _shapes(input_size: Any) -> list[tuple[int, ...]]:
     elif (
         isinstance(input_size, (list, tuple))
         and input_size
-        and all(_is_shape(s) and len(s) > 0 for s in input_size)
+        and all(_is_shape(s) for s in input_size)
     ):
+        # In a list of shapes, [] or () is a 0-d (scalar) input.
         shapes = [tuple(int(d) for d in s) for s in input_size]
     else:
         raise TypeError(
             f"input_size must be a shape such as (1, 3, 32, 32) or a list of shapes, one "
-            f"per model input; got {input_size!r}"
+            f"per model input ([] for a 0-d input), got {input_size!r}"
         )
     for shape in shapes:
         if any(d <= 0 for d in shape):
-            raise ValueError(f"input_size must hold positive dimensions; got {input_size!r}")
+            raise ValueError(f"input_size must hold positive dimensions, got {input_size!r}")
     return shapes
 
 
@@ -49,12 +52,12 @@ def _dtypes(dtypes: Any, count: int) -> list[torch.dtype]:
     if isinstance(dtypes, (list, tuple)) and all(isinstance(d, torch.dtype) for d in dtypes):
         if len(dtypes) != count:
             raise ValueError(
-                f"dtypes must have one dtype per input ({count}); got {len(dtypes)}: "
+                f"dtypes must have one dtype per input ({count}), got {len(dtypes)}: "
                 f"{list(dtypes)!r}"
             )
         return list(dtypes)
     raise TypeError(
-        f"dtypes must be a torch.dtype or a list of them, one per input; got {dtypes!r}"
+        f"dtypes must be a torch.dtype or a list of them, one per input, got {dtypes!r}"
     )
 
 
@@ -65,21 +68,13 @@ def _device(device: Any) -> torch.device | None:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
-            f"device must be a torch.device or a string such as 'cpu' or 'cuda:0'; got {device!r}"
+            f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got {device!r}"
         ) from exc
 
 
 def move(data: Any, device: torch.device) -> Any:
-    """``data`` with every tensor moved to ``device`` (lists, tuples and dicts kept)."""
-    if isinstance(data, torch.Tensor):
-        return data.to(device)
-    if isinstance(data, Mapping):
-        return type(data)({k: move(v, device) for k, v in data.items()})  # type: ignore[call-arg]
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(move(v, device) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(move(v, device) for v in data)
-    return data
+    """``data`` with every tensor moved to ``device`` (its containers kept)."""
+    return map_tensors(lambda t: t.to(device), data)
 
 
 def build_inputs(input_size: Any, input_data: Any, dtypes: Any, device: Any) -> ExampleInput | None:
@@ -137,5 +132,5 @@ def build_inputs(input_size: Any, input_data: Any, dtypes: Any, device: Any) -> 
         return tuple(data), {}
     raise TypeError(
         f"input_data must be a tensor, a list/tuple of positional arguments or a dict of "
-        f"keyword arguments; got {type(input_data).__name__}"
+        f"keyword arguments, got {type(input_data).__name__}"
     )

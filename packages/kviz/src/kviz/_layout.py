@@ -9,14 +9,16 @@ contents are drawn. Edges are re-pointed accordingly and de-duplicated.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import nn
 
-from ._trace import INPUT, MODULE, Node, Trace
+from ._trace import INPUT, MODULE, OUTPUT, Node, Trace, is_script
 
-__all__ = ["Edge", "Layout", "layout", "resolve_depth"]
+__all__ = ["Edge", "Layout", "layout", "range_bounds", "resolve_depth", "static_trace"]
 
 
 class Edge(NamedTuple):
@@ -49,10 +51,13 @@ class Layout:
         inputs = [n for n in self.shown if n.kind == INPUT]
         if len(inputs) > 1 or any(c > 1 for c in self.calls.values()):
             return False
-        order = [n.idx for n in self.shown]
+        nodes = self.trace.nodes
+        order = [n.idx for n in self.shown if n.kind != OUTPUT]
         into: dict[int, list[int]] = {}
         out_degree: dict[int, int] = {}
         for e in self.edges:
+            if nodes[e.dst].kind == OUTPUT:
+                continue
             into.setdefault(e.dst, []).append(e.src)
             out_degree[e.src] = out_degree.get(e.src, 0) + 1
         for i, idx in enumerate(order):
@@ -155,6 +160,9 @@ def static_trace(model: nn.Module) -> Trace:
     trace = Trace(model)
     nodes = trace.nodes
     names = {id(m): name for name, m in model.named_modules()}
+    all_names: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        all_names.setdefault(id(m), []).append(name)
     nodes.append(Node(0, INPUT, "input", "Input", -1, 0))
 
     def visit(module: nn.Module, parent: int, prev: tuple[int, int]) -> tuple[int, int]:
@@ -164,8 +172,9 @@ def static_trace(model: nn.Module) -> Trace:
         node = Node(idx, MODULE, names.get(id(module), ""), type(module).__name__, parent, depth)
         node.module = module
         node.inputs = [prev]
+        node.shared = len(all_names.get(id(module), ())) > 1
         nodes.append(node)
-        children = list(module.children())
+        children = [] if is_script(module) else list(module.children())
         if children and type(module).forward is nn.Sequential.forward:
             if parent >= 0:
                 nodes[parent].has_child = True
@@ -188,3 +197,53 @@ def static_trace(model: nn.Module) -> Trace:
             node.call_index = calls.get(id(node.module), 0)
             calls[id(node.module)] = node.call_index + 1
     return trace
+
+
+def range_bounds(names: list[str], layer_range: Any) -> tuple[int, int]:
+    """Keras's ``layer_range``: the ``[start, stop)`` indices of ``names`` (the top-level
+    layers, in order) from the first name matching ``layer_range[0]`` to the last matching
+    ``layer_range[1]`` (``re.match``, so exact names and regex patterns both work).
+
+    Raises:
+        TypeError: ``layer_range`` is not a pair of strings.
+        ValueError: a pattern matches no layer name.
+    """
+    if layer_range is None:
+        return 0, len(names)
+    check_range(layer_range)
+    try:
+        lower = [i for i, name in enumerate(names) if re.match(layer_range[0], name)]
+        upper = [i for i, name in enumerate(names) if re.match(layer_range[1], name)]
+    except re.error as exc:
+        raise ValueError(
+            f"layer_range holds an invalid pattern ({exc}), got {layer_range!r}"
+        ) from None
+    if not lower or not upper:
+        raise ValueError(
+            f"layer_range {list(layer_range)!r} matches no layer name; the layers are {names!r}"
+        )
+    if min(lower) > max(upper):
+        return min(upper), max(lower) + 1
+    return min(lower), max(upper) + 1
+
+
+def check_range(layer_range: Any) -> None:
+    """Check the form of Keras's ``layer_range``: None or a pair of strings.
+
+    Raises:
+        TypeError: not a list or tuple of strings. ValueError: not two of them.
+    """
+    if layer_range is None:
+        return
+    if isinstance(layer_range, (str, bytes)) or not isinstance(layer_range, Sequence):
+        raise TypeError(
+            f"layer_range must be a list or tuple of two layer names (or patterns), "
+            f"got {layer_range!r}"
+        )
+    if len(layer_range) != 2:
+        raise ValueError(
+            f"layer_range must hold 2 names (start and end layer), got {len(layer_range)}: "
+            f"{list(layer_range)!r}"
+        )
+    if not all(isinstance(p, str) for p in layer_range):
+        raise TypeError(f"layer_range must hold strings only, got {list(layer_range)!r}")

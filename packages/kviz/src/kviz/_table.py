@@ -1,21 +1,27 @@
 """Keras's summary table: column positions from ``line_length``/``positions``, and rows whose
-long fields wrap onto more lines instead of being cut (no line exceeds ``line_length``)."""
+long fields wrap onto more lines instead of being cut.
+
+Width rules, as in Keras 2: ``line_length`` (default 65, or 98 with ``Connected to``) is the
+width of the rulers; ``positions`` are the column ends, fractions of ``line_length`` when
+the last one is at most 1, else absolute positions (which may reach past ``line_length``:
+rows are then wider than the rulers, as Keras prints them). Wrapping breaks between words
+and between shapes, never inside one, unless a single word or shape is wider than its
+column.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
 import numbers
+import operator
 from collections.abc import Sequence
 
-__all__ = ["Columns", "columns", "format_row", "wrap"]
-
-_TRAINABLE_WIDTH = 11  # Keras widens the table by this much for the "Trainable" column
-_BREAK_AFTER = " ,.([_-"
+__all__ = ["Columns", "as_int", "columns", "format_row", "wrap"]
 
 
 class Columns:
-    """Absolute end positions of each column and the total width."""
+    """Absolute end positions of each column and the width of the rulers."""
 
     def __init__(self, positions: list[int], line_length: int) -> None:
         self.positions = positions
@@ -31,6 +37,20 @@ class Columns:
         self.starts = starts
 
 
+def as_int(value: object, name: str) -> int:
+    """``value`` as an int (numpy integers too); a bool or a float is refused.
+
+    Raises:
+        TypeError: ``value`` is not an integer.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+
+
 def columns(
     names: Sequence[str],
     line_length: int | None,
@@ -38,69 +58,64 @@ def columns(
     *,
     default_length: int,
     default_positions: Sequence[float],
-    trainable: bool,
+    extras: Sequence[int] = (),
 ) -> Columns:
     """Resolve Keras's ``line_length`` and ``positions`` for the columns ``names``.
 
-    ``positions`` are each column's end: fractions of ``line_length`` when the last one is at
-    most 1, else absolute character positions. With ``trainable``, the last column named in
-    ``names`` is Keras's extra "Trainable" column, which may be left out of ``positions``.
+    ``extras`` are the widths of optional trailing columns (the extra columns, Keras's
+    "Trainable"), which ``positions`` may leave out: they are then appended after the
+    last position, and the default width grows by as much (a given ``line_length``
+    includes them).
 
     Raises:
         TypeError: non-numeric ``line_length`` or ``positions``.
         ValueError: a wrong count, decreasing positions, or columns with no room left.
     """
     count = len(names)
+    main = count - len(extras)
     if line_length is not None:
-        if not isinstance(line_length, numbers.Integral) or isinstance(line_length, bool):
-            raise TypeError(f"line_length must be an int or None; got {line_length!r}")
-        line_length = int(line_length)
+        line_length = as_int(line_length, "line_length")
         if line_length < count * 2:
             raise ValueError(
-                f"line_length must leave room for {count} columns (at least {count * 2}); "
+                f"line_length must leave room for {count} columns (at least {count * 2}), "
                 f"got {line_length}"
             )
-    main = count - 1 if trainable else count
     if positions is None:
         pos = list(default_positions)
     else:
         # list() first: a generator would be used up by the type check below.
         pos = list(positions) if not isinstance(positions, (str, bytes)) else []
         if not pos or not all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in pos):
-            raise TypeError(f"positions must be a list of numbers; got {positions!r}")
+            raise TypeError(f"positions must be a list of numbers, got {positions!r}")
         pos = [float(p) for p in pos]
-        if len(pos) not in ((main, count) if trainable else (count,)):
-            expected = f"{main} or {count}" if trainable else f"{count}"
+        if len(pos) not in (main, count):
+            expected = f"{main} or {count}" if extras else f"{count}"
             raise ValueError(
                 f"positions must give {expected} column ends for the columns "
-                f"{list(names)}; got {len(pos)}: {pos!r}"
+                f"{list(names)}, got {len(pos)}: {pos!r}"
             )
         if not all(math.isfinite(p) and p > 0 for p in pos) or any(
             b <= a for a, b in itertools.pairwise(pos)
         ):
-            raise ValueError(f"positions must be finite, positive and increasing; got {pos!r}")
-    add_trainable = trainable and len(pos) == main
-    if add_trainable and line_length is not None and line_length - _TRAINABLE_WIDTH < main * 2:
+            raise ValueError(f"positions must be finite, positive and increasing, got {pos!r}")
+    added = list(extras) if len(pos) == main else []
+    grow = sum(added)
+    if added and line_length is not None and line_length - grow < main * 2:
         raise ValueError(
             f"line_length={line_length} leaves no room for {main} columns next to the "
-            f"Trainable column ({_TRAINABLE_WIDTH} characters); give at least "
-            f"{main * 2 + _TRAINABLE_WIDTH}"
+            f"{len(added)} extra column(s) ({grow} characters), give at least "
+            f"{main * 2 + grow}"
         )
-    relative = pos[-1] <= 1
     if line_length is not None:
         total = line_length
-        span = total - _TRAINABLE_WIDTH if add_trainable else total
-    elif relative:
-        span = default_length
-        total = span + (_TRAINABLE_WIDTH if add_trainable else 0)
+        span = total - grow
     else:
-        span = int(pos[-1])
-        total = span + (_TRAINABLE_WIDTH if add_trainable else 0)
+        span = default_length
+        total = span + grow
+    relative = pos[-1] <= 1
     ends = [int(span * p) for p in pos] if relative else [int(p) for p in pos]
-    if add_trainable:
-        ends.append(span + _TRAINABLE_WIDTH)
-    if ends[-1] > total:
-        raise ValueError(f"positions {pos!r} end at {ends[-1]}, past line_length={total}")
+    for width in added:
+        ends.append(ends[-1] + width)
     result = Columns(ends, total)
     if any(w < 1 for w in result.widths):
         raise ValueError(
@@ -110,23 +125,59 @@ def columns(
     return result
 
 
+def _tokens(text: str) -> list[str]:
+    """``text`` split at the spaces outside brackets: words and whole shapes."""
+    tokens: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}" and depth:
+            depth -= 1
+        if ch == " " and depth == 0:
+            if current:
+                tokens.append("".join(current))
+                current = []
+        else:
+            current.append(ch)
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def _hard_split(token: str, width: int) -> tuple[str, str]:
+    """A token wider than ``width``: cut after its last comma, dot or underscore that fits,
+    else at ``width``."""
+    head = token[:width]
+    for marks in (",", "._"):
+        cut = max(head.rfind(m) for m in marks) + 1
+        if cut > width // 3:
+            return token[:cut].rstrip(), token[cut:].lstrip()
+    return head, token[width:]
+
+
 def wrap(text: str, width: int) -> list[str]:
-    """Split ``text`` into lines of at most ``width`` characters, breaking after spaces,
-    commas, dots and brackets where possible (shapes and dotted names break cleanly)."""
+    """Lines of at most ``width`` characters, broken between words and between shapes;
+    a word or shape wider than ``width`` alone is cut after a comma or a dot."""
     if width < 1:
         return [""]
+    if len(text) <= width:
+        return [text]
     lines: list[str] = []
-    while len(text) > width:
-        cut = 0
-        for i in range(width, 0, -1):
-            if text[i - 1] in _BREAK_AFTER:
-                cut = i
-                break
-        if cut < max(1, width // 3):
-            cut = width
-        lines.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    lines.append(text)
+    current = ""
+    for token in _tokens(text):
+        candidate = f"{current} {token}" if current else token
+        if len(candidate) <= width:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        while len(token) > width:
+            piece, token = _hard_split(token, width)
+            lines.append(piece)
+        current = token
+    lines.append(current)
     return lines
 
 
