@@ -304,6 +304,12 @@ def test_gpus_accepts_numpy_integers(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.device("cuda", 1),
         torch.device("cuda", 0),
     ]
+    assert kp.resolve_devices(None, [np.int64(1), "cpu"]) == [
+        torch.device("cuda", 1),
+        torch.device("cpu"),
+    ]
+    with pytest.raises(ValueError, match=r"gpus=1\) needs gpus >= 2"):
+        kp.resolve_devices(np.int64(1), None)
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ documentation's ``try: multi_gpu_model(...) except ValueError: model`` fallback 
 
 from __future__ import annotations
 
-import numbers
+import operator
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -38,10 +39,19 @@ def _available_text(count: int) -> str:
     return f"this machine has {count} visible GPU{'s' if count != 1 else ''} ({names})"
 
 
+def _index(value: object) -> object:
+    """``value`` as an int when it is one (numpy integers too), else unchanged."""
+    if isinstance(value, bool | str | torch.device):
+        return value
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return value
+
+
 def _from_gpus(gpus: int | Sequence[int] | None) -> list[torch.device]:
     count = visible_gpus()
-    if isinstance(gpus, numbers.Integral) and not isinstance(gpus, bool):
-        gpus = int(gpus)  # numpy integers too
+    gpus = _index(gpus)  # type: ignore[assignment]
     if gpus is None:
         if count < 2:
             raise ValueError(
@@ -68,9 +78,7 @@ def _from_gpus(gpus: int | Sequence[int] | None) -> list[torch.device]:
                 f"{_available_text(count)}. Try reducing gpus."
             )
         return [torch.device("cuda", i) for i in range(gpus)]
-    ids = [
-        int(g) if isinstance(g, numbers.Integral) and not isinstance(g, bool) else g for g in gpus
-    ]
+    ids = [_index(g) for g in gpus]
     if len(ids) <= 1:
         raise ValueError(
             f"multi_gpu_model(gpus={ids!r}) needs a list of at least 2 GPU ids; "
@@ -91,10 +99,11 @@ def _from_gpus(gpus: int | Sequence[int] | None) -> list[torch.device]:
             f"multi_gpu_model(gpus={ids!r}) lists a GPU id twice; to put several replicas on "
             "one device pass devices=['cuda:0', 'cuda:0'] instead."
         )
-    return [torch.device("cuda", i) for i in ids]
+    return [torch.device("cuda", cast(int, i)) for i in ids]
 
 
 def _one_device(value: object, devices: Sequence[object]) -> torch.device:
+    value = _index(value)
     if isinstance(value, bool) or not isinstance(value, str | int | torch.device):
         raise TypeError(
             f"devices must hold str, int or torch.device entries, got {value!r} "
