@@ -15,11 +15,17 @@ machine allows it runs, against the plain model (same weights, TF32 off):
   the template lives and where outputs land; forward equality on uneven batches (7 rows,
   fewer rows than replicas, 0 rows, 2N+1 rows); gradients of the template's parameters and
   of the input; no_grad; five SGD-with-momentum steps; state_dict keys;
-* dict / tuple inputs and outputs, keyword and 0-dim tensor arguments, non-tensor outputs,
-  per-replica 0-dim losses;
+* dict / tuple inputs and outputs, keyword and 0-dim tensor arguments;
+* the merge rule against the plain model: per-sample lists (a detection-style list of
+  per-image dicts for 4 images, entries moved to the merge device), dataclass and
+  namedtuple outputs, an int count refused with MergeError naming output[1] and summed by
+  a merge= function, a 0-dim loss and a string refused;
 * BatchNorm: after one training call the running statistics equal a plain model run on
   the first chunk and num_batches_tracked is 1 (nn.DataParallel's count is printed for
-  comparison); eval mode equals the plain model;
+  comparison); in training no replica gets a one-row chunk (5 rows); eval mode equals the
+  plain model;
+* the wrapper as a view: apply() reaches the template, .training follows it, and forward
+  hooks on the template run once per replica;
 * timings (medians): training step of the wrapper (cpu_merge True/False, cpu_relocation)
   against nn.DataParallel on the same device ids and against the plain model on one GPU,
   ratios printed (informational; --strict-timing makes a wrapper more than 1.25x slower
@@ -34,6 +40,7 @@ list (how this script itself is tested on a machine without a GPU).
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import statistics
 import sys
@@ -105,7 +112,7 @@ class Structured(nn.Module):
     ) -> dict[str, Any]:
         u, v = pair
         h = (self.a(u) + self.b(v) + extra["w"]) * scale + shift
-        return {"out": h, "aux": (h.sum(1), [v]), "loss": h.pow(2).mean(), "tag": tag}
+        return {"out": h, "aux": (h.sum(1), [v]), "tag": None if tag == "none" else tag}
 
 
 def home_of(devices: list[torch.device], cpu_relocation: bool, before: torch.device) -> Any:
@@ -186,11 +193,11 @@ def check_structures(devices: list[str] | None, gpus: Any) -> None:
     reference = copy.deepcopy(template)
     u, v, w = torch.randn(7, 3), torch.randn(7, 5), torch.randn(7, 4)
     shift = torch.tensor(0.25)
-    got = parallel((u, v), {"w": w}, scale=2.0, shift=shift, tag="t")
+    got = parallel((u, v), {"w": w}, scale=2.0, shift=shift, tag="none")
     want = reference(
-        (u.to(home), v.to(home)), {"w": w.to(home)}, scale=2.0, shift=shift.to(home), tag="t"
+        (u.to(home), v.to(home)), {"w": w.to(home)}, scale=2.0, shift=shift.to(home), tag="none"
     )
-    check("dict output keys", set(got) == {"out", "aux", "loss", "tag"}, str(sorted(got)))
+    check("dict output keys", set(got) == {"out", "aux", "tag"}, str(sorted(got)))
     check_close("dict/tuple inputs: out equals plain", got["out"], want["out"])
     check(
         "tuple/list output types kept",
@@ -198,13 +205,12 @@ def check_structures(devices: list[str] | None, gpus: Any) -> None:
     )
     check_close("tuple output equals plain", got["aux"][0], want["aux"][0])
     check_close("list output equals the input rows", got["aux"][1][0], v)
-    replicas = len(kp.split_sizes(7, len(parallel.devices)))
-    check(
-        "0-dim outputs stacked, one per replica",
-        tuple(got["loss"].shape) == (replicas,),
-        str(tuple(got["loss"].shape)),
-    )
-    check("equal non-tensor output returned once", got["tag"] == "t")
+    check("None output stays None", got["tag"] is None)
+    try:
+        parallel((u, v), {"w": w}, scale=2.0, shift=shift, tag="t")
+        check("string output refused (MergeError)", False, "no error")
+    except kp.MergeError as err:
+        check("string output refused (MergeError)", err.path == "output['tag']", str(err.path))
     got["out"].sum().backward()
     want["out"].sum().backward()
     worst = max(
@@ -212,6 +218,111 @@ def check_structures(devices: list[str] | None, gpus: Any) -> None:
         for p, q in zip(template.parameters(), reference.parameters(), strict=True)
     )
     check("structured gradients equal plain", worst <= 1e-4, f"max |diff| {worst:.2e}")
+
+
+class Detector(nn.Module):
+    """A list of per-image dicts, a varying number of boxes per image, and an int count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, images: torch.Tensor) -> tuple[list[dict[str, torch.Tensor]], int]:
+        out = []
+        for image in images:
+            n = int(image[0].abs() * 10) % 4 + int(image[1] > 0)
+            feats = self.head(image).unsqueeze(0).expand(n, 5)
+            scale = torch.arange(1.0, n + 1, device=feats.device)[:, None]
+            out.append({"boxes": (feats * scale)[:, :4], "scores": feats[:, 4].sigmoid()})
+        return out, int(images.shape[0])
+
+
+class Heads(nn.Module):
+    """A namedtuple holding a list of two heads, or (logits, a 0-dim loss)."""
+
+    def __init__(self, with_loss: bool) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.lin = nn.Linear(3, 4)
+        self.with_loss = with_loss
+
+    def forward(self, x: torch.Tensor) -> Any:
+        h = self.lin(x)
+        if self.with_loss:
+            return h, h.pow(2).mean()
+        return kp_pair(h, [h.relu(), h.tanh()])
+
+
+kp_pair = collections.namedtuple("kp_pair", ["logits", "heads"])
+
+
+def check_merge_rule(devices: list[str] | None, gpus: Any) -> None:
+    print("  -- merge rule: per-sample lists, counts, structures", flush=True)
+    template = Detector()
+    reference = copy.deepcopy(template)
+    parallel = kp.multi_gpu_model(template, gpus, devices=devices)
+    home = next(template.parameters()).device
+    merge_device = parallel.output_device
+    images = torch.randn(4, 6)
+    want, want_count = reference.to(home)(images.to(home))
+    try:
+        parallel(images)
+        check("int count refused (MergeError)", False, "no error")
+    except kp.MergeError as err:
+        check("int count refused (MergeError)", err.path == "output[1]", str(err.path))
+    summed = kp.multi_gpu_model(
+        template, gpus, devices=devices, merge=lambda path, values, sizes: sum(values)
+    )
+    got, count = summed(images)
+    check("merge= sums the count like the plain model", count == want_count == 4, str(count))
+    check("4 images give 4 per-image dicts", len(got) == 4, str(len(got)))
+    worst = max(
+        max(diff(a["boxes"], b["boxes"]), diff(a["scores"], b["scores"]))
+        for a, b in zip(got, want, strict=True)
+    )
+    check("per-image dicts equal plain", worst <= 1e-4, f"max |diff| {worst:.2e}")
+    check(
+        "per-image tensors on the merge device",
+        all(d["boxes"].device == merge_device for d in got),
+        str({str(d["boxes"].device) for d in got}),
+    )
+    sum(d["boxes"].sum() for d in got).backward()
+    sum(d["boxes"].sum() for d in want).backward()
+    worst = max(
+        diff(p.grad, q.grad) if p.grad is not None else float("inf")
+        for p, q in zip(template.parameters(), reference.parameters(), strict=True)
+    )
+    check("per-image gradients equal plain", worst <= 1e-4, f"max |diff| {worst:.2e}")
+    heads = Heads(with_loss=False)
+    heads_ref = copy.deepcopy(heads)
+    x = torch.randn(4, 3)
+    out = kp.multi_gpu_model(heads, gpus, devices=devices)(x)
+    ref = heads_ref.to(next(heads.parameters()).device)(x.to(next(heads.parameters()).device))
+    check("namedtuple kept", type(out) is kp_pair and len(out.heads) == 2)
+    check_close("list of heads kept as structure", out.heads[1], ref.heads[1])
+    try:
+        kp.multi_gpu_model(Heads(with_loss=True), gpus, devices=devices)(x)
+        check("0-dim loss refused (MergeError)", False, "no error")
+    except kp.MergeError as err:
+        check("0-dim loss refused (MergeError)", err.path == "output[1]", str(err.path))
+
+
+def check_view(devices: list[str] | None, gpus: Any) -> None:
+    print("  -- the wrapper as a view of the template", flush=True)
+    template = nn.Linear(3, 2)
+    parallel = kp.multi_gpu_model(template, gpus, devices=devices)
+    parallel.apply(lambda m: nn.init.zeros_(m.weight) if isinstance(m, nn.Linear) else None)
+    check("apply() reaches the template", int(torch.count_nonzero(template.weight)) == 0)
+    template.eval()
+    check(".training follows the template", parallel.training is False)
+    parallel.train()
+    check("train() reaches the template", template.training is True)
+    seen: list[int] = []
+    template.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[0])))
+    parallel(torch.randn(7, 3))
+    sizes = kp.split_sizes(7, len(parallel.devices))
+    check("template hooks run once per replica", sorted(seen) == sorted(sizes), str(seen))
 
 
 def check_batchnorm(devices: list[str] | None, gpus: Any, cpu_relocation: bool) -> None:
@@ -224,7 +335,7 @@ def check_batchnorm(devices: list[str] | None, gpus: Any, cpu_relocation: bool) 
     reference.to(home)
     x = torch.randn(8, 4)
     parallel(x)
-    first_rows = kp.split_sizes(8, len(parallel.devices))[0]
+    first_rows = kp.split_sizes(8, len(parallel.devices), min_rows=2)[0]
     reference(x[:first_rows].to(home))
     bn, ref = template[1], reference[1]
     check(
@@ -234,6 +345,11 @@ def check_batchnorm(devices: list[str] | None, gpus: Any, cpu_relocation: bool) 
     )
     check_close("running_mean = first chunk's update", bn.running_mean, ref.running_mean, 1e-5)
     check_close("running_var = first chunk's update", bn.running_var, ref.running_var, 1e-5)
+    try:
+        out = parallel(torch.randn(5, 4))  # a 1-row chunk would raise in BatchNorm1d
+        check("training: 5 rows, no one-row chunk", tuple(out.shape) == (5, 6))
+    except Exception as exc:
+        check("training: 5 rows, no one-row chunk", False, repr(exc))
     parallel.eval()
     check("eval() reaches the template", not template.training and not bn.training)
     xe = torch.randn(8, 4)
@@ -262,6 +378,8 @@ def correctness(devices: list[str] | None, gpus: Any, label: str) -> None:
                 check(f"{label} cpu_merge={cpu_merge} cpu_relocation={cpu_relocation}", False)
     for step in (
         lambda: check_structures(devices, gpus),
+        lambda: check_merge_rule(devices, gpus),
+        lambda: check_view(devices, gpus),
         lambda: check_batchnorm(devices, gpus, False),
         lambda: check_batchnorm(devices, gpus, True),
     ):
