@@ -136,3 +136,64 @@ def make_cnn() -> SmallCNN:
 
 def deep_chain(n: int = 1000, width: int = 64) -> nn.Sequential:
     return nn.Sequential(*[nn.Linear(width, width) for _ in range(n)])
+
+
+class RaisingDataset(torch.utils.data.Dataset[int]):
+    """A dataset whose items raise kviz's public errors inside a DataLoader worker."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        import kviz
+
+        if self.kind == "forward":
+            kviz.print_summary(Broken(), input_size=(1, 3), print_fn=lambda line: None)
+        elif self.kind == "graphviz":
+            raise kviz.GraphvizNotFoundError("no `dot` in this worker")
+        return index
+
+
+class Broken(nn.Module):
+    """A model whose forward pass always fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(5, 7))
+
+
+class ScriptedChild(nn.Module):
+    """A Python model with a scripted child (one row, with its parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 4)  # 16
+        self.fc = torch.jit.script(nn.Sequential(nn.Linear(4, 2), nn.ReLU()))  # 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.inp(x)))
+
+
+def make_scripted_child() -> ScriptedChild:
+    return ScriptedChild()
+
+
+class ScriptFails(nn.Module):
+    """A scripted child that raises inside TorchScript on the example input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.jit.script(nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def make_script_fails() -> ScriptFails:
+    return ScriptFails()

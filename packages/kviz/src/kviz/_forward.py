@@ -93,9 +93,14 @@ def forward_error(model: nn.Module, example: ExampleInput, exc: BaseException) -
         f"{k}={tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}"
         for k, v in kwargs.items()
     ]
+    message = str(exc)
+    if "Traceback of TorchScript" in message:
+        # TorchScript's error carries its own traceback: keep its last line, the cause.
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        message = lines[-1] if lines else message
     return ForwardError(
         f"the forward pass of {type(model).__name__} failed on the example input "
-        f"(input_size/input_data gave {shapes}): {type(exc).__name__}: {exc}"
+        f"(input_size/input_data gave {shapes}): {type(exc).__name__}: {message}"
     )
 
 
