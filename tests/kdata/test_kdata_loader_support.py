@@ -117,3 +117,33 @@ def ddp_rank_main(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+class BigShuffled(kdata.Sequence):
+    """A big array that never changes and a small index order that ``on_epoch_end`` shuffles
+    (seeded by ``seed + epoch``). ``inplace=True`` rewrites the big array in place instead.
+
+    Batch ``i`` is ``x[indices[i * batch_size:(i + 1) * batch_size]]`` (rows as a copy).
+    """
+
+    def __init__(self, rows: int, width: int, batch_size: int, inplace: bool = False) -> None:
+        self.x = np.arange(rows * width, dtype=np.float32).reshape(rows, width)
+        self.indices = np.arange(rows)
+        self.batch_size = batch_size
+        self.inplace = inplace
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        rows = self.indices[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.x[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        order = np.random.default_rng(self.epoch).permutation(len(self.indices))
+        if self.inplace:
+            self.x[:] = self.x[order]
+        else:
+            self.indices = self.indices[order]
