@@ -17,6 +17,7 @@ import math
 import mmap
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,10 +388,13 @@ class Reader:
         self._token: object = None
         self._src: Any = None
         self._fast: Any = None  # h5py's compiled reader of simple selections, if usable
+        # decompressed chunk-rows of a compressed dataset, most recent last (this process)
+        self._blocks: OrderedDict[int, np.ndarray[Any, Any]] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_token"] = state["_src"] = state["_fast"] = None
+        state["_blocks"] = OrderedDict()
         return state
 
     def _attach(self, handle: _Handle) -> None:
@@ -407,6 +411,7 @@ class Reader:
                 self.cache_slots = cache_slots(self.cache_bytes, new)
             self._stamp = handle.stamp
         self._fast = None
+        self._blocks = OrderedDict()
         if self.use_mmap:
             self._src = handle.memmap(self.info)
         else:
@@ -503,6 +508,8 @@ class Reader:
         if self.use_mmap:
             gathered: np.ndarray[Any, Any] = source[rows]  # fancy indexing copies
             return gathered
+        if self.info.compressed and self.info.chunks is not None:
+            return self._gather_chunked(rows)
         if span <= 2 * count + 64:
             # nearly contiguous: one range read and a gather beat HDF5's point selection
             block = self.read_range(first, last + 1)
@@ -512,3 +519,34 @@ class Reader:
             return np.asarray(source[rows])
         except OSError as error:
             raise self._failed(error) from None
+
+    def _chunk_block(self, chunk: int) -> np.ndarray[Any, Any]:
+        """The rows of chunk-row ``chunk``, decompressed once and kept while they fit the
+        chunk cache budget (so a window of chunks read in random order costs one
+        decompression per chunk, and no HDF5 point selection)."""
+        blocks = self._blocks
+        found = blocks.get(chunk)
+        if found is not None:
+            blocks.move_to_end(chunk)
+            return found
+        assert self.info.chunks is not None
+        size = self.info.chunks[0]
+        block = self.read_range(chunk * size, min((chunk + 1) * size, self.info.shape[0]))
+        blocks[chunk] = block
+        capacity = max(1, self.cache_bytes // max(self.info.chunk_row_bytes, 1))
+        while len(blocks) > capacity:
+            blocks.popitem(last=False)
+        return block
+
+    def _gather_chunked(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Rows at sorted ``rows`` of a compressed dataset, gathered chunk-row by chunk-row."""
+        assert self.info.chunks is not None
+        size = self.info.chunks[0]
+        ids = rows // size
+        cuts = (np.flatnonzero(np.diff(ids)) + 1).tolist()
+        out = np.empty((len(rows), *self.info.shape[1:]), dtype=self.info.dtype)
+        for first, stop in zip([0, *cuts], [*cuts, len(rows)], strict=True):
+            chunk = int(ids[first])
+            block = self._chunk_block(chunk)
+            out[first:stop] = block[rows[first:stop] - chunk * size]
+        return out

@@ -151,27 +151,21 @@ def _collate_rows(batch: Any, *, collate_fn_map: Any = None) -> Any:
     """torch's default collate for `_Row`: the whole block at once, or row by row."""
     if type(batch) is BatchRows and _numeric_block(batch.batch):
         return _as_tensor(batch.batch)
-    return _collate.collate(
-        [np.asarray(row) for row in batch], collate_fn_map=collate_fn_map
-    )
+    return _collate.collate([np.asarray(row) for row in batch], collate_fn_map=collate_fn_map)
 
 
 def _collate_samples(batch: Any, *, collate_fn_map: Any = None) -> Any:
     """torch's default collate for `_Sample`: a list of tensors, as torch gives for tuples."""
     if type(batch) is BatchRows and all(_numeric_block(part) for part in batch.batch):
         return [_as_tensor(part) for part in batch.batch]
-    return _collate.collate(
-        [tuple(sample) for sample in batch], collate_fn_map=collate_fn_map
-    )
+    return _collate.collate([tuple(sample) for sample in batch], collate_fn_map=collate_fn_map)
 
 
 def _collate_sample_dicts(batch: Any, *, collate_fn_map: Any = None) -> Any:
     """torch's default collate for `_SampleDict`: a dict of tensors."""
     if type(batch) is BatchRows and all(_numeric_block(p) for p in batch.batch.values()):
         return {key: _as_tensor(part) for key, part in batch.batch.items()}
-    return _collate.collate(
-        [dict(sample) for sample in batch], collate_fn_map=collate_fn_map
-    )
+    return _collate.collate([dict(sample) for sample in batch], collate_fn_map=collate_fn_map)
 
 
 # torch documents extending default_collate by adding entries to this map; the keys are
