@@ -20,8 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import kdata
-from kdata import FileChangedError, HDF5Matrix
-from kdata import _h5file
+from kdata import FileChangedError, HDF5Matrix, _h5file
 
 
 def _write(path: Path, x: np.ndarray, *, pad: int = 0, rows_y: int = 0) -> None:
