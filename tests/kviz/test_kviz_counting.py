@@ -54,7 +54,8 @@ class ParamList(nn.Module):
 
 
 @pytest.mark.parametrize(
-    ("model", "size", "total"), [(FunctionalUse(), (1, 299), 30_000), (ParamList(), (1, 100), 30_000)]
+    ("model", "size", "total"),
+    [(FunctionalUse(), (1, 299), 30_000), (ParamList(), (1, 100), 30_000)],
 )
 @pytest.mark.parametrize("expand_nested", [False, True])
 def test_forward_calling_no_submodule_is_not_counted_twice(

@@ -41,7 +41,9 @@ def test_keras_2_11_signatures() -> None:
 
 def test_print_summary_keras_options_positionally() -> None:
     lines: list[str] = []
-    result = print_summary(NestedNet(), 90, None, lines.append, True, True, None, input_size=(1, 3, 8, 8))
+    result = print_summary(
+        NestedNet(), 90, None, lines.append, True, True, None, input_size=(1, 3, 8, 8)
+    )
     assert "encoder.block.conv1" in [r.name for r in result.rows]  # expand_nested
     assert lines[2].rstrip().endswith("Trainable") and result.line_length == 90
 
