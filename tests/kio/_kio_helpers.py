@@ -30,6 +30,12 @@ NOT_FOUND = "404"
 STALL = "stall"  # send headers, then stall longer than the client's timeout
 BAD_LENGTH = "bad_length"  # announce more bytes than are sent, then close
 IGNORE_RANGE = "ignore_range"  # answer a Range request with the whole file (200)
+BAD_RANGE = "bad_range"  # answer a Range request with 206 and a Content-Range from byte 0
+
+
+def busy(status: int, retry_after: str | None = None) -> str:
+    """A fault: answer ``status`` (429 or 503) with an optional ``Retry-After`` value."""
+    return f"busy|{status}|{retry_after or ''}"
 
 
 @dataclass
@@ -39,6 +45,10 @@ class Served:
     modified: str
     range_ok: bool = True
     chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow server)
+    send_etag: bool = True
+    send_modified: bool = True
+    piece: int = 1 << 16  # bytes written at a time
+    stall_after: int | None = None  # per response: stall (and close) after this many bytes
 
 
 @dataclass
@@ -57,6 +67,7 @@ class App:
     versions: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     stall_seconds: float = 2.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    redirects: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,7 +86,11 @@ class _Handler(BaseHTTPRequestHandler):
             app.requests.append(record)
             fault = app.faults[path].pop(0) if app.faults.get(path) else None
             served = app.files.get(path)
+            redirect = app.redirects.get(path)
         try:
+            if redirect is not None and fault is None:
+                self._redirect(record, *redirect)
+                return
             self._answer(app, record, served, fault)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
@@ -89,6 +104,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _redirect(self, record: Request, status: int, location: str) -> None:
+        record.status = status
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _answer(self, app: App, record: Request, served: Served | None, fault: str | None) -> None:
         if served is None or fault == NOT_FOUND:
             self._small(record, 404, "not found")
@@ -96,12 +118,25 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == ERROR_500:
             self._small(record, 500, "boom")
             return
+        if fault is not None and fault.startswith("busy|"):
+            _, code, retry_after = fault.split("|", 2)
+            body = b"busy"
+            record.status = int(code)
+            self.send_response(int(code))
+            if retry_after:
+                self.send_header("Retry-After", retry_after)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         data = served.data
         start, status = 0, 200
         wanted = self.headers.get("Range")
         if wanted and served.range_ok and fault != IGNORE_RANGE:
             if_range = self.headers.get("If-Range")
-            if if_range is None or if_range in (served.etag, served.modified):
+            valid = [served.etag] if served.send_etag else []
+            valid += [served.modified] if served.send_modified else []
+            if if_range is None or if_range in valid:
                 match = re.fullmatch(r"bytes=(\d+)-", wanted.strip())
                 if match:
                     start = int(match.group(1))
@@ -115,12 +150,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = len(body) + (1000 if fault == BAD_LENGTH else 0)
         self.send_header("Content-Length", str(length))
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("ETag", served.etag)
-        self.send_header("Last-Modified", served.modified)
+        if served.send_etag:
+            self.send_header("ETag", served.etag)
+        if served.send_modified:
+            self.send_header("Last-Modified", served.modified)
         if served.range_ok:
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            first = 0 if fault == BAD_RANGE else start
+            self.send_header("Content-Range", f"bytes {first}-{len(data) - 1}/{len(data)}")
         self.end_headers()
         if fault == STALL:
             self.wfile.flush()
@@ -129,13 +167,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == DROP:
             body = body[: len(body) // 2]
-        step = 1 << 16
+        step = served.piece
+        stalled = False
         for offset in range(0, len(body), step):
+            if served.stall_after is not None and offset >= served.stall_after:
+                self.wfile.flush()
+                time.sleep(app.stall_seconds)
+                stalled = True
+                break
             self.wfile.write(body[offset : offset + step])
+            self.wfile.flush()
             record.body_bytes += min(step, len(body) - offset)
             if served.chunk_delay:
                 time.sleep(served.chunk_delay)
-        if fault in (DROP, BAD_LENGTH):
+        if fault in (DROP, BAD_LENGTH) or stalled:
             self.wfile.flush()
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -165,14 +210,46 @@ class FaultServer:
         self.httpd.server_close()
 
     def add(
-        self, path: str, data: bytes, *, range_ok: bool = True, chunk_delay: float = 0.0
+        self,
+        path: str,
+        data: bytes,
+        *,
+        range_ok: bool = True,
+        chunk_delay: float = 0.0,
+        etag: bool = True,
+        modified: str | bool = True,
+        piece: int = 1 << 16,
+        stall_after: int | None = None,
     ) -> str:
-        """Serve ``data`` at ``path``; returns the URL."""
-        etag = '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
-        modified = formatdate(time.time(), usegmt=True)
+        """Serve ``data`` at ``path``; returns the URL.
+
+        ``etag=False`` / ``modified=False`` leave those headers out; a str ``modified``
+        is sent as the Last-Modified value (default: now). ``piece`` bytes are written at
+        a time (``chunk_delay`` seconds apart); ``stall_after`` makes every response stall
+        for ``app.stall_seconds`` after that many body bytes, then close.
+        """
+        tag = '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
+        stamp = modified if isinstance(modified, str) else formatdate(time.time(), usegmt=True)
+        served = Served(
+            data,
+            tag,
+            stamp,
+            range_ok,
+            chunk_delay,
+            send_etag=etag,
+            send_modified=modified is not False,
+            piece=piece,
+            stall_after=stall_after,
+        )
         with self.app.lock:
-            self.app.files[path] = Served(data, etag, modified, range_ok, chunk_delay)
+            self.app.files[path] = served
             self.app.versions[os.path.basename(path)].append(data)
+        return self.url(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer every request of ``path`` with a redirect to ``location``; returns the URL."""
+        with self.app.lock:
+            self.app.redirects[path] = (status, location)
         return self.url(path)
 
     def url(self, path: str) -> str:
@@ -333,3 +410,17 @@ def fetch_plain(name: str, url: str, cache_dir: str, offline: bool) -> str:
     import kio
 
     return kio.get_file(name, url, cache_dir=cache_dir, retries=0, offline=offline)
+
+
+class FetchingDataset:
+    """A map-style dataset whose item fetches a file with get_file (torch not imported
+    here), so that kio's errors are raised inside a real DataLoader worker."""
+
+    def __init__(self, name: str, url: str, cache_dir: str, offline: bool) -> None:
+        self.name, self.url, self.cache_dir, self.offline = name, url, cache_dir, offline
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> str:
+        return fetch_plain(self.name, self.url, self.cache_dir, self.offline)

@@ -174,3 +174,79 @@ def test_errors_travel_back_from_spawned_workers(server: FaultServer, box: Sandb
         "climbs out",
         str(error),
     )
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `kio` console script installed beside this Python ([project.scripts])."""
+    script = Path(sys.executable).parent / "kio"
+    if not script.exists():
+        pytest.skip("the kio console script is not installed in this environment")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_console_script_and_help(server: FaultServer, box: Sandbox) -> None:
+    url = server.add("/s.bin", b"script")
+    done = _script(url, "--cache-dir", str(box.cache), "--file-hash", "sha256:" + sha256(b"script"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(box.cache / "datasets" / "s.bin")
+    helped = _script("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: kio ")
+    text = " ".join(helped.stdout.split())
+    for fallback in ("$KIO_HOME", "$KERAS_HOME", "~/.keras", "$KIO_OFFLINE"):
+        assert fallback in text
+    module = _cli("--help")
+    assert module.stdout.startswith("usage: python -m kio ")
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--file-hash", "xyz"], "--file-hash"),
+        (["--file-hash", "0" * 30], "--file-hash"),
+        (["--file-hash", "md5:" + "0" * 64, "--hash-algorithm", "sha256"], "--hash-algorithm"),
+        (["--retries", "-1"], "--retries"),
+        (["--fname", "/abs/x.bin"], "--fname"),
+        (["--fname", "../x.bin"], "--fname"),
+        (["--cache-subdir", "../up"], "--cache-subdir"),
+        (["--timeout", "0"], "--timeout"),
+        (["--archive-format", "rar", "--extract"], "rar"),
+        (["--no-such-flag"], "--no-such-flag"),
+    ],
+)
+def test_cli_usage_errors_exit_2_and_name_flags(
+    server: FaultServer, box: Sandbox, args: list[str], flag: str
+) -> None:
+    url = server.add("/u.bin", b"u")
+    done = _cli(url, "--cache-dir", str(box.cache), *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("usage: python -m kio")
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("python -m kio: error: ") and flag in error
+    for python_name in ("file_hash", "hash_algorithm", "cache_subdir", "fname=", "retries="):
+        assert python_name not in error
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert server.hits("/u.bin") == []
+
+
+def test_cli_errors_are_one_line(server: FaultServer, box: Sandbox) -> None:
+    from _kio_helpers import tar_bytes, tar_link
+
+    evil = tar_bytes([("ok.txt", b"ok"), ("../evil.txt", b"evil")])
+    box.known["evil.tar.gz"].append(evil)
+    dangling = tar_bytes([tar_link("hl", "missing.txt", hard=True)])
+    box.known["dangling.tar.gz"].append(dangling)
+    cases = {
+        "404": [server.url("/nothing.bin"), "--retries", "0"],
+        "unsafe": [server.add("/evil.tar.gz", evil), "--extract"],
+        "dangling": [server.add("/dangling.tar.gz", dangling), "--extract"],
+    }
+    for case, args in cases.items():
+        done = _cli(*args, "--cache-dir", str(box.cache))
+        assert done.returncode == 1, (case, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("python -m kio: error: "), (case, lines)
+        assert "Traceback" not in done.stderr and done.stdout == ""
+    unsafe = _cli(server.url("/evil.tar.gz"), "--extract", "--cache-dir", str(box.cache))
+    assert "--unsafe skip" in unsafe.stderr and "unsafe='skip'" not in unsafe.stderr
+    assert not (box.cache / "evil.txt").exists() and not (box.root / "evil.txt").exists()

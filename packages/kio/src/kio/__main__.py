@@ -53,9 +53,13 @@ def _in_flags(message: str) -> str:
             # A bare word: only where it is clearly the argument ("retries must ...").
             rest = message[match.end() : match.end() + 6]
             return spelled if ("_" in name or rest.startswith((" must", " has"))) else name
-        if value == "True" or spelled == "URL":
-            return spelled if value == "True" else f"URL {value}"
-        return f"{spelled} {value}"
+        if value == "True":
+            return spelled
+        if len(value) > 2 and value[0] == value[-1] and value[0] in "'\"":
+            inner = value[1:-1]
+            if inner and not any(c.isspace() or c in "'\"$;&|" for c in inner):
+                value = inner  # as typed on a command line
+        return f"URL {value}" if spelled == "URL" else f"{spelled} {value}"
 
     return _MENTION.sub(flag, message)
 
