@@ -520,6 +520,24 @@ class Reader:
         except OSError as error:
             raise self._failed(error) from None
 
+    def gather(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Rows at ``rows`` (1-D int64, in range, any order, repeats allowed), in that order.
+
+        A memory map gathers directly; compressed chunks come from the decompressed
+        chunk-rows; other layouts are read sorted and unique through h5py, then reordered.
+        """
+        source = self.source()
+        if self.use_mmap:
+            gathered: np.ndarray[Any, Any] = source[rows]  # fancy indexing copies
+            return gathered
+        if self.info.compressed and self.info.chunks is not None:
+            return self._gather_chunked(rows)
+        if len(rows) <= 1 or bool(np.all(rows[1:] > rows[:-1])):
+            return self.read_sorted(rows)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        block: np.ndarray[Any, Any] = self.read_sorted(unique)[inverse]
+        return block
+
     def _chunk_block(self, chunk: int) -> np.ndarray[Any, Any]:
         """The rows of chunk-row ``chunk``, decompressed once and kept while they fit the
         chunk cache budget (so a window of chunks read in random order costs one
@@ -539,14 +557,18 @@ class Reader:
         return block
 
     def _gather_chunked(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Rows at sorted ``rows`` of a compressed dataset, gathered chunk-row by chunk-row."""
+        """Rows at ``rows`` (any order) of a compressed dataset, from its chunk-rows."""
         assert self.info.chunks is not None
         size = self.info.chunks[0]
-        ids = rows // size
-        cuts = (np.flatnonzero(np.diff(ids)) + 1).tolist()
         out = np.empty((len(rows), *self.info.shape[1:]), dtype=self.info.dtype)
-        for first, stop in zip([0, *cuts], [*cuts, len(rows)], strict=True):
-            chunk = int(ids[first])
-            block = self._chunk_block(chunk)
-            out[first:stop] = block[rows[first:stop] - chunk * size]
+        if not len(rows):
+            return out
+        ids = rows // size
+        low, high = int(ids.min()), int(ids.max())
+        if low == high:
+            out[:] = self._chunk_block(low)[rows - low * size]
+            return out
+        for chunk in np.unique(ids).tolist():
+            where = np.flatnonzero(ids == chunk)
+            out[where] = self._chunk_block(chunk)[rows[where] - chunk * size]
         return out

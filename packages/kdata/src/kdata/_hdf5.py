@@ -392,6 +392,9 @@ class HDF5Matrix(Dataset[Any]):
                 first, stop, _ = key.indices(self.end - self.start)
                 if first < stop:
                     return self._reader.read_range(self.start + first, self.start + stop)
+        elif type(key) is np.ndarray and key.ndim == 1 and key.dtype.kind in "iu":
+            # the keys of a shuffling sampler: one gather in the asked order
+            return self._gather(_checked_rows(key, self.end - self.start))
         row_key, rest, whole = split_key(key)
         plan = plan_rows(row_key, len(self))
         block = self._read(plan)
@@ -409,20 +412,25 @@ class HDF5Matrix(Dataset[Any]):
     def __getitems__(self, indices: AbcSequence[int]) -> BatchRows:
         """The rows at ``indices`` (one sample each, in order), read in one HDF5 read."""
         plan = _batch_plan(indices, len(self))
+        if plan.kind == "range":
+            return BatchRows(self._read(plan))
         if (
-            plan.kind == "rows"
-            and self._reader.info.compressed
+            self._reader.info.compressed
             and (self.datapath, self.dataset) not in _WARNED
             and _recompresses(self)
         ):
             warn_random_on_compressed(self, stacklevel=2)
-        return BatchRows(self._batch(plan))
+        assert plan.rows is not None
+        return BatchRows(self._gather(plan.rows))
 
-    def _batch(self, plan: RowPlan) -> np.ndarray[Any, Any]:
-        block = self._read(plan)
-        if isinstance(plan.local, slice):
+    def _gather(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Rows at view rows ``rows`` (checked, 1-D, any order), normalized."""
+        block = self._reader.gather(rows + self.start if self.start else rows)
+        if self.normalizer is None:
             return block
-        return block[plan.local]  # type: ignore[no-any-return]
+        if len(block) == 0:
+            return np.empty((0, *self._base_shape), dtype=self._base_dtype)
+        return _apply(self.normalizer, block)  # type: ignore[no-any-return]
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         if copy is False:
@@ -505,9 +513,23 @@ def warn_random_on_compressed(dataset: Any, stacklevel: int) -> None:
         return
 
 
+def _checked_rows(key: np.ndarray[Any, Any], length: int) -> np.ndarray[Any, Any]:
+    """A 1-D integer index array checked against ``length`` rows, negatives wrapped."""
+    rows = key.astype(np.int64, copy=False)
+    if rows.size:
+        low, high = int(rows.min()), int(rows.max())
+        if low < -length or high >= length:
+            bad = low if low < -length else high
+            raise IndexError(f"index {bad} is out of bounds for axis 0 with size {length}")
+        if low < 0:
+            rows = np.where(rows < 0, rows + length, rows)
+    return rows
+
+
 def _batch_plan(indices: Any, length: int) -> RowPlan:
-    """The plan of a DataLoader batch; a run of consecutive ints (the default sampler's
-    batches) skips the array conversion."""
+    """The plan of a DataLoader batch: a range for a run of consecutive ints (the default
+    sampler's batches, no array conversion), else the checked rows in the asked order
+    (``rows``, not sorted)."""
     if type(indices) is list and indices:
         first = indices[0]
         count = len(indices)
@@ -519,7 +541,12 @@ def _batch_plan(indices: Any, length: int) -> RowPlan:
             and indices == list(range(first, first + count))
         ):
             return RowPlan("range", slice(None), first, first + count, 1)
-    return plan_rows(np.asarray(indices, dtype=np.int64), length)
+    array = np.asarray(indices)
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise IndexError(
+            f"indices must be a 1-D sequence of ints (one per sample), got {indices!r}"
+        )
+    return RowPlan("rows", slice(None), rows=_checked_rows(array, length))
 
 
 def _cache_size(value: int | None) -> int | None:
@@ -715,6 +742,9 @@ class HDF5Dataset(Dataset[Any]):
         return plan, [matrix._read(plan) for matrix in self.matrices]
 
     def __getitem__(self, key: Any) -> Any:
+        if type(key) is np.ndarray and key.ndim == 1 and key.dtype.kind in "iu":
+            rows = _checked_rows(key, len(self))  # a shuffling sampler's keys
+            return self._pack([matrix._gather(rows) for matrix in self.matrices])
         plan, blocks = self._blocks(key)
         parts = [block[plan.local] for block in blocks]
         if plan.kind == "range" and plan.local not in (slice(None), 0):
@@ -724,7 +754,10 @@ class HDF5Dataset(Dataset[Any]):
     def __getitems__(self, indices: AbcSequence[int]) -> BatchRows:
         """Samples at ``indices``, each dataset read once (sorted) and put back in order."""
         plan = _batch_plan(indices, len(self))
-        return BatchRows(self._pack([matrix._batch(plan) for matrix in self.matrices]))
+        if plan.kind == "range":
+            return BatchRows(self._pack([matrix._read(plan) for matrix in self.matrices]))
+        assert plan.rows is not None
+        return BatchRows(self._pack([matrix._gather(plan.rows) for matrix in self.matrices]))
 
     def close(self) -> None:
         """Close this process's handles of the files; the next read opens them again."""
