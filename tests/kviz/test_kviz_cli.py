@@ -184,3 +184,62 @@ def test_bad_model_specs(
     err = capsys.readouterr().err
     assert code == status, err
     assert message in err and "Traceback" not in err
+
+
+def test_new_options_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kviz._cli import main
+
+    status = main(
+        ["summary", "_models_kviz:make_cnn", "--input-size", "1,3,32,32",
+         "--layer-range", "conv2", "fc", "--extra-columns", "param_bytes"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0 and "Param size" in out
+    assert "conv1 (Conv2d)" not in out and "conv2 (Conv2d)" in out and "fc (Linear)" in out
+    path = tmp_path / "m.dot"
+    status = main(
+        ["plot", "_models_kviz:make_cnn", "--input-size", "1,3,32,32", "-o", str(path),
+         "--dpi", "72.5", "--show-dtype", "--show-functional", "--show-trainable",
+         "--show-layer-activations"]
+    )  # fmt: skip
+    text = path.read_text()
+    assert status == 0 and "dpi=72.5" in text and "flatten: torch.flatten" in text
+    assert "trainable: Y" in text and "float32" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (("--layer-range", "nope", "fc"), 2, "layer_range"),
+        (("--extra-columns", "flops"), 2, "extra_columns"),
+        (("--depth", "0"), 2, "depth must be"),
+        (("--input-size", "1,5"), 1, "the forward pass of SmallCNN failed"),
+    ],
+)
+def test_exit_status_usage_2_other_1(
+    args: tuple[str, ...], status: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kviz._cli import main
+
+    argv = ["summary", "_models_kviz:make_cnn", "--input-size", "1,3,32,32", *args]
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.startswith("kviz: error:") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot not installed")
+def test_a_failing_dot_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kviz._cli import main
+
+    # A real `dot` that fails: a script named dot, first on PATH.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dot").write_text("#!/bin/sh\necho 'Error: out of memory' >&2\nexit 3\n")
+    (fake / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    status = main(["plot", "_models_kviz:chain3", "-o", str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert status == 1 and "out of memory" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.png").exists()
