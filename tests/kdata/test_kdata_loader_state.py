@@ -114,6 +114,33 @@ class InPlace(Sequence):
         self.t.neg_()
 
 
+class HeldBatches(Sequence):
+    """Batches the sequence keeps (whole arrays it owns, a kept tuple), rewritten in place."""
+
+    def __init__(self) -> None:
+        self.cache = [np.full(3, float(i)) for i in range(3)]
+        self.pair = (np.zeros(2), np.ones(2))
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> object:
+        return self.pair if index == 3 else self.cache[index]
+
+    def on_epoch_end(self) -> None:
+        for array in [*self.cache, *self.pair]:
+            array += 100
+
+
+def test_arrays_the_sequence_keeps_are_copied_too():
+    seq = HeldBatches()
+    loader = SequenceLoader(seq)
+    first = list(loader)
+    list(loader)
+    assert [float(b[0]) for b in first[:3]] == [0.0, 1.0, 2.0]
+    assert [float(t[0]) for t in first[3]] == [0.0, 1.0]
+
+
 @pytest.mark.parametrize(
     ("options", "as_tensor"),
     [

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from _helpers_kdata import FailingSequence, LoggedSequence, ScopedSequence, triple
 
 import kregistry
@@ -153,3 +154,19 @@ def test_a_worker_that_needs_an_unpicklable_scope_object_gets_a_clear_error():
             list(loader)
     assert type(caught.value) is kregistry.UnknownObjectError  # its type kept, via the worker
     assert "pickle" in str(caught.value)  # says why the name is missing there
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is for machines without one")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_pin_memory_warning_points_at_the_users_line(tmp_path, workers):
+    loader = SequenceLoader(
+        LoggedSequence(str(tmp_path / "log"), batches=2),
+        num_workers=workers,
+        pin_memory=True,
+        multiprocessing_context="fork",
+    )
+    with pytest.warns(UserWarning, match="pin_memory") as record:
+        batches = list(loader)  # the warning names this line
+    assert len(batches) == 2
+    ours = [w for w in record if "no accelerator" in str(w.message)]
+    assert ours and ours[0].filename == __file__

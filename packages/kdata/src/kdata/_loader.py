@@ -21,6 +21,7 @@ from kdata._convert import (
     copy_batch,
     pin_batch,
     to_tensors,
+    unaliased_tensors,
     warn_no_accelerator,
 )
 from kdata._order import (
@@ -336,18 +337,16 @@ class SequenceLoader:
     def __iter__(self) -> Iterator[Any]:
         epoch = self.epoch
         self.epoch += 1
-        return self._run_epoch(epoch)
+        if self.num_workers == 0:
+            return self._run_inline(epoch)
+        return self._run_workers(epoch)
 
-    def _run_epoch(self, epoch: int) -> Iterator[Any]:
+    def _start_epoch(self, epoch: int) -> np.ndarray[Any, Any]:
+        """This rank's batch order for `epoch`, after the ranks agreed on the sequence."""
         if self._collective and not self._checked_start:
             self._checked_start = True
             self._agree_state("the start", warn=False)
-        order = np.asarray(self.order(epoch), dtype=np.int64)
-        if self.num_workers == 0:
-            yield from self._run_inline(order)
-        else:
-            yield from self._run_workers(order)
-        self._end_epoch(epoch)
+        return np.asarray(self.order(epoch), dtype=np.int64)
 
     def _end_epoch(self, epoch: int) -> None:
         end = getattr(self.sequence, "on_epoch_end", None)
@@ -417,11 +416,12 @@ class SequenceLoader:
         else:
             logger.info("%s (a shuffle in __init__ without a seed?)", message)
 
-    def _run_inline(self, order: np.ndarray[Any, Any]) -> Iterator[Any]:
+    def _run_inline(self, epoch: int) -> Iterator[Any]:
+        order = self._start_epoch(epoch)
         sequence, convert, copy = self.sequence, self.convert, self.copy
         pin = self.pin_memory and accelerator_available()
         if self.pin_memory and not pin:
-            warn_no_accelerator(stacklevel=4)
+            warn_no_accelerator(stacklevel=3)
         scope = _merge(self._scope, kregistry.capture_scope())
         if scope or pin or not convert:
             for index in order.tolist():
@@ -431,12 +431,14 @@ class SequenceLoader:
                 else:
                     batch = _fetch(sequence, index)
                 if convert:
-                    batch = to_tensors(batch, copy=copy and not pin)
+                    # a copy unless nothing else can reach an array (or pinning copies)
+                    batch = unaliased_tensors(batch) if copy and not pin else to_tensors(batch)
                 elif copy:
                     batch = copy_batch(batch)
                 if pin:
                     batch = pin_batch(batch)  # a copy already
                 yield batch
+            self._end_epoch(epoch)
             return
         # the common case, kept to the bare minimum per batch (the goal: a plain loop)
         getitem = sequence.__getitem__
@@ -448,9 +450,13 @@ class SequenceLoader:
                 if wrapped is error:
                     raise
                 raise wrapped from error
-            yield to_tensors(batch, copy=copy)
+            # unaliased_tensors: copies, except arrays made for this batch that nothing else
+            # refers to (a gather, arithmetic): their memory cannot be the user's
+            yield unaliased_tensors(batch) if copy else to_tensors(batch)
+        self._end_epoch(epoch)
 
-    def _run_workers(self, order: np.ndarray[Any, Any]) -> Iterator[Any]:
+    def _run_workers(self, epoch: int) -> Iterator[Any]:
+        order = self._start_epoch(epoch)
         loader = self._worker_loader()
         self._sampler.order = order
         iterator = iter(loader)
@@ -471,6 +477,7 @@ class SequenceLoader:
         finally:
             self._iterator = None
         del iterator
+        self._end_epoch(epoch)
 
     def _worker_loader(self) -> DataLoader[Any]:
         if self._loader is not None and self.persistent_workers:
@@ -513,7 +520,7 @@ class SequenceLoader:
             type(self.sequence).__name__,
         )
         if self.pin_memory and not accelerator_available():
-            warn_no_accelerator(stacklevel=5)
+            warn_no_accelerator(stacklevel=4)
         return self._loader
 
     def _publish_state(self) -> bool:
@@ -539,7 +546,7 @@ class SequenceLoader:
                     f"are restarted each epoch instead (define the class and what it holds "
                     f"at module level)",
                     RuntimeWarning,
-                    stacklevel=5,
+                    stacklevel=4,
                 )
             return False
         if self._state_dir is None:
