@@ -10,6 +10,7 @@ import contextlib
 import logging
 import numbers
 import os
+import pickle
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -359,20 +360,38 @@ def _local_metrics(
     return names, values, 1.0 if weight is None else float(weight)
 
 
-def _agree(what: str, mine: tuple[Any, BaseException | None], world_size: int) -> None:
+def _gather_objects(obj: object, world_size: int, device: torch.device) -> list[Any]:
+    """Every rank's ``obj``, index = rank (``all_gather_object`` without its numpy need)."""
+    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
+    size = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    longest = max(int(s.item()) for s in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: payload.numel()] = payload
+    parts = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded)
+    return [
+        pickle.loads(bytes(part[: int(n.item())].cpu().tolist()))
+        for part, n in zip(parts, sizes, strict=True)
+    ]
+
+
+def _agree(what: str, mine: tuple[Any, BaseException | None], ctx: DistributedContext) -> None:
     """Check across ranks that every rank passed the same ``mine[0]`` and none failed.
 
-    One ``all_gather_object`` of each rank's (key, local error); then every rank raises
-    the same error, so no rank returns a wrong value and none waits in a collective that
-    another rank skipped.
+    One gather of each rank's (key, local error); then every rank raises the same error,
+    so no rank returns a wrong value and none waits in a collective that another rank
+    skipped.
     """
     key, error = mine
-    gathered: list[Any] = [None] * world_size
-    dist.all_gather_object(gathered, (key, None if error is None else (type(error), str(error))))
+    device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    local = (key, None if error is None else (type(error), str(error)))
+    gathered = _gather_objects(local, ctx.world_size, device)
     failures = [(r, e) for r, (_, e) in enumerate(gathered) if e is not None]
     if failures:
         rank, (kind, message) = failures[0]
-        if error is not None and rank == dist.get_rank():
+        if error is not None and rank == ctx.rank:
             raise error
         if not isinstance(kind, type) or not issubclass(kind, ValueError | TypeError):
             kind = RuntimeError
@@ -395,7 +414,7 @@ def reduce_metrics(
 ) -> dict[str, float]:
     """Combine per-rank metric values into one value per name, the same on every rank.
 
-    The ranks first check that they agree: one ``all_gather_object`` of each rank's sorted
+    The ranks first check that they agree: one gather of each rank's sorted
     metric names and ``op`` (and of any argument error). When they differ, or a rank's
     arguments are wrong, every rank raises the same error instead of some returning a
     wrong value and others hanging.
@@ -436,7 +455,7 @@ def reduce_metrics(
         names, values, w = _local_metrics(metrics, op, weight)
     except (TypeError, ValueError) as exc:
         error = exc
-    _agree("reduce_metrics", ((names, op), error), ctx.world_size)
+    _agree("reduce_metrics", ((names, op), error), ctx)
     device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
     order = list(metrics)
     if op == "mean":
