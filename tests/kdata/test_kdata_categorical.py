@@ -176,3 +176,11 @@ def test_normalize_rejects_bad_arguments():
         normalize(np.float64(3.0))
     with pytest.raises(TypeError, match="dtype"):
         normalize(np.array(["a"]))
+
+
+def test_numpy_integers_for_num_classes_axis_and_order():
+    one_hot = to_categorical([1, 0], num_classes=np.int64(3))
+    assert one_hot.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert tuple(to_categorical(torch.tensor([1, 0]), np.int32(2)).shape) == (2, 2)
+    out = normalize(np.array([[3.0, 0.0], [4.0, 2.0]]), axis=np.int64(0), order=np.int64(1))
+    np.testing.assert_allclose(out, [[3 / 7, 0.0], [4 / 7, 1.0]])

@@ -219,6 +219,7 @@ class _Handle:
             os.close(self.fd)
             raise
         self.checked = time.monotonic()
+        _log.debug("kdata: opened %r read-only in process %d", path, self.pid)
 
     def dataset(self, name: str, cache_bytes: int | None, slots: int) -> h5py.Dataset:
         """The h5py dataset ``name``, opened read-only (h5py's fast reader) with its own
