@@ -4,6 +4,7 @@ kdata's one nested-structure walker."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import OrderedDict, defaultdict, namedtuple
 
 import numpy as np
@@ -37,6 +38,22 @@ def test_persistent_workers_get_only_what_on_epoch_end_changed(context):
     assert len(loader.published_bytes) == 3
     assert all(size < seq.indices.nbytes + 4096 for size in loader.published_bytes)
     assert max(loader.published_bytes) < seq.x.nbytes // 20
+
+
+def test_worker_hand_offs_are_logged(caplog):
+    seq = BigShuffled(rows=64, width=2, batch_size=16)
+    with (
+        caplog.at_level(logging.DEBUG, logger="kdata"),
+        SequenceLoader(
+            seq, num_workers=1, multiprocessing_context="fork", persistent_workers=True
+        ) as loader,
+    ):
+        list(loader)
+        list(loader)
+    messages = [r.getMessage() for r in caplog.records if r.name == "kdata"]
+    assert any("starting 1 fork workers for BigShuffled" in m for m in messages)
+    assert any("bytes of BigShuffled's state to persistent workers" in m for m in messages)
+    assert any("['epoch', 'indices']" in m for m in messages)  # what changed, by name
 
 
 def test_an_array_changed_in_place_is_sent_and_seen():

@@ -208,6 +208,14 @@ class SequenceLoader:
     worker processes are stopped; `close()` (or leaving a `with` block) stops persistent
     workers.
 
+    Attributes:
+        epoch: the number of the next epoch (see `set_epoch`).
+        rank: this process's rank (0 when not sharded).
+        world_size: the number of ranks (1 when not sharded).
+        seed: the seed in use (given, or drawn and agreed by the ranks).
+        published_bytes: the size of each update sent to persistent workers (one per
+            epoch whose `on_epoch_end` changed something), to check what they cost.
+
     Raises:
         TypeError: `sequence` has no `__getitem__`/`__len__`, or an argument has the
             wrong type.
