@@ -302,7 +302,7 @@ def tar_bytes(members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w
 def make_tar(
     path: str, members: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz"
 ) -> str:
-    """Write :func:`tar_bytes` of ``members`` to ``path``."""
+    """Write `tar_bytes` of ``members`` to ``path``."""
     Path(path).write_bytes(tar_bytes(members, mode))
     return path
 

@@ -550,3 +550,30 @@ def test_errors_keep_their_type_through_a_dataloader_worker(
         with pytest.raises(expected, match=r"absent\.bin") as info:
             next(iter(loader))
         assert type(info.value) is expected
+
+
+def test_read_only_folder_by_permissions_serves_valid_files(
+    server: FaultServer, box: Sandbox
+) -> None:
+    """The plain chmod case (root ignores permissions: there, the bind-mount test and the
+    lock-path test above cover it)."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes through chmod 0o555; covered by the read-only mount test")
+    data = payload(10_000, seed=76)
+    url = server.add("/perm.bin", data)
+    path = get_file("perm.bin", url, cache_dir=box.cache)
+    shutil.rmtree(datasets(box) / ".kio")
+    datasets(box).chmod(0o555)
+    try:
+        for offline in (True, False):
+            assert (
+                get_file(
+                    "perm.bin", url, file_hash=sha256(data), cache_dir=box.cache, offline=offline
+                )
+                == path
+            )
+        with pytest.raises(PermissionError, match="no copy is cached"):
+            get_file("other.bin", url, cache_dir=box.cache)
+    finally:
+        datasets(box).chmod(0o755)
+    assert len(server.hits("/perm.bin")) == 1
