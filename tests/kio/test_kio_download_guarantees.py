@@ -101,6 +101,9 @@ def test_longest_storable_name_works_and_state_names_are_refused_everywhere(
     box.known[longest].append(b"x")
     with pytest.raises(ValueError, match="too long"):
         get_file("n" * 230 + ".tar", url, extract=True, cache_dir=box.cache)  # needs more room
+    deep = "/".join(["d" * 200] * 21)  # each part fits, the whole path does not
+    with pytest.raises(ValueError, match="paths of"):
+        get_file(deep + "/x.bin", url, cache_dir=box.cache)
     with pytest.raises(ValueError, match=r"cache_subdir must not use the name '\.kio'"):
         get_file("x.bin", url, cache_subdir="data/.kio", cache_dir=box.cache)
     with pytest.raises(ValueError, match="fname"):

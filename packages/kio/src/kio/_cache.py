@@ -77,15 +77,15 @@ def _parts(value: str) -> list[str]:
     return parts
 
 
-def _name_max(folder: str) -> int:
-    """The longest file name (in bytes) the file system under ``folder`` stores."""
+def _limit(folder: str, name: str, default: int) -> int:
+    """``os.pathconf`` of the nearest existing folder at or above ``folder``."""
     probe = os.path.abspath(folder)
     while True:
         with contextlib.suppress(OSError, ValueError):
-            return int(os.pathconf(probe, "PC_NAME_MAX"))
+            return int(os.pathconf(probe, name))
         parent = os.path.dirname(probe)
         if parent == probe:
-            return 255
+            return default
         probe = parent
 
 
@@ -142,7 +142,7 @@ def check_stored_name(name: str, argument: str, datadir: str, *, extracting: boo
     parts = _check_inside(name, argument)
     if not parts:
         raise ValueError(f"{argument} must name a file, got {name!r}")
-    limit = _name_max(datadir)
+    limit = _limit(datadir, "PC_NAME_MAX", 255)
     reserve = EXTRACT_SUFFIX_BYTES if extracting else SIDE_SUFFIX_BYTES
     for index, part in enumerate(parts):
         size = len(os.fsencode(part))
@@ -153,6 +153,15 @@ def check_stored_name(name: str, argument: str, datadir: str, *, extracting: boo
                 f"the file system allows {limit} per name, of which kio needs {reserve} for "
                 f"its side files; use a name of at most {room} bytes"
             )
+    # The longest path kio writes: DIR/.kio/NAME + suffix (DIR holds the file).
+    longest = os.path.join(os.path.abspath(datadir), *parts[:-1], STATE_DIR, parts[-1])
+    path_max = _limit(datadir, "PC_PATH_MAX", 4096)
+    if len(os.fsencode(longest)) + reserve >= path_max:
+        raise ValueError(
+            f"{argument} is too long to store: with the cache folder, kio's side files "
+            f"would have paths of {len(os.fsencode(longest)) + reserve} bytes, and the "
+            f"file system allows {path_max - 1}; got {name[:40]!r}..."
+        )
     return os.path.join(*parts)
 
 
