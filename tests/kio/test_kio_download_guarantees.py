@@ -340,7 +340,10 @@ print(json.dumps(out))
 """
 
 
-def test_read_only_mount_serves_valid_files(server: FaultServer, box: Sandbox) -> None:
+@pytest.mark.parametrize("keep_state", [False, True])
+def test_read_only_mount_serves_valid_files(
+    server: FaultServer, box: Sandbox, keep_state: bool
+) -> None:
     """A real read-only bind mount (in a user and mount namespace, so that root cannot
     write either); skipped where the system does not allow unshare."""
     if shutil.which("unshare") is None or shutil.which("mount") is None:
@@ -350,8 +353,12 @@ def test_read_only_mount_serves_valid_files(server: FaultServer, box: Sandbox) -
         pytest.skip(f"user namespaces not allowed here: {probe.stderr!r}")
     data = payload(20_000, seed=72)
     url = server.add("/ro.bin", data)
-    path = get_file("ro.bin", url, cache_dir=box.cache)
-    shutil.rmtree(datasets(box) / ".kio")  # no memo, no lock: as a copied dataset mount
+    path = get_file("ro.bin", url, file_hash=sha256(data), cache_dir=box.cache)
+    if keep_state:  # kio's folder is there (the lock file too, maybe), the memo is not
+        state(box, "ro.bin.json").unlink()
+        kept = sorted(os.listdir(datasets(box) / ".kio"))
+    else:  # no memo, no lock: as a copied dataset mount
+        shutil.rmtree(datasets(box) / ".kio")
     script = (
         'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && '
         'touch "$1/datasets/probe" 2>/dev/null && echo WRITABLE && exit 3; '
@@ -372,7 +379,10 @@ def test_read_only_mount_serves_valid_files(server: FaultServer, box: Sandbox) -
     out = json.loads(done.stdout)
     assert out["True"] == out["False"] == path
     assert "new.bin" in out["missing"] and "Read-only" in out["missing"]
-    assert sorted(os.listdir(datasets(box))) == ["ro.bin"]  # nothing was written
+    # Nothing was written.
+    assert sorted(os.listdir(datasets(box))) == ([".kio", "ro.bin"] if keep_state else ["ro.bin"])
+    if keep_state:
+        assert sorted(os.listdir(datasets(box) / ".kio")) == kept
     assert len(server.hits("/ro.bin")) == 1
 
 
