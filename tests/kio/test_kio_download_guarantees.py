@@ -183,6 +183,18 @@ def test_changed_file_without_etag_is_never_glued(
     assert "Range" not in last.headers and last.status == 200
 
 
+def test_weak_etag_is_not_a_validator(server: FaultServer, box: Sandbox) -> None:
+    data = payload(300_000, seed=77)
+    url = server.add("/weak.bin", data, modified=formatdate(time.time() - 3600, usegmt=True))
+    server.app.files["/weak.bin"].etag = 'W/"v1"'  # with an ETag, no date may be used either
+    server.fault("/weak.bin", DROP)
+    path = get_file("weak.bin", url, file_hash=sha256(data), cache_dir=box.cache, **FAST)
+    assert Path(path).read_bytes() == data
+    _, second = server.hits("/weak.bin")
+    assert "Range" not in second.headers and "If-Range" not in second.headers
+    assert second.status == 200
+
+
 def test_old_enough_last_modified_is_a_strong_validator(server: FaultServer, box: Sandbox) -> None:
     data = payload(300_000, seed=63)
     stamp = formatdate(time.time() - 3600, usegmt=True)
