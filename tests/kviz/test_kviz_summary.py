@@ -491,6 +491,7 @@ def test_control_flow_and_a_loop_over_one_module() -> None:
     assert result.total_params == 40
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit's own notices
 def test_torch_compile_wrapper_is_summarized_as_its_module() -> None:
     model = chain3()
     compiled = torch.compile(model)  # compiles lazily: nothing happens unless it is called

@@ -116,6 +116,8 @@ def columns(
     ends = [int(span * p) for p in pos] if relative else [int(p) for p in pos]
     for width in added:
         ends.append(ends[-1] + width)
+    if added and ends[-1] < total:
+        ends[-1] = total  # as Keras: the Trainable column ends at the rulers' end
     result = Columns(ends, total)
     if any(w < 1 for w in result.widths):
         raise ValueError(
