@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 from collections import OrderedDict, defaultdict, namedtuple
 
 import numpy as np
@@ -233,3 +234,38 @@ def test_one_walker_keeps_every_container_type():
     pinned = pin_batch(to_tensors(batch))
     assert type(pinned["ordered"]) is OrderedDict and type(pinned["pair"]) is Pair
     assert map_structure(lambda v: v, batch)["default"].default_factory is list
+
+
+class WholeState(BigShuffled):
+    """BigShuffled pickled its own way: the loader must send all of it (the old cost)."""
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def private_mb(pid: int) -> float:
+    """Memory of a process not shared with its parent (smaps_rollup), in MB."""
+    with open(f"/proc/{pid}/smaps_rollup") as file:
+        fields = [line.split() for line in file if line.startswith("Private_")]
+    return sum(int(field[1]) for field in fields) / 1024
+
+
+@slow
+def test_persistent_workers_do_not_copy_an_unchanged_big_array():
+    def worker_memory(kind: type) -> float:
+        before = {p.pid for p in multiprocessing.active_children()}
+        seq = kind(rows=65_536, width=128, batch_size=8192)  # x: 32 MiB
+        with SequenceLoader(
+            seq, num_workers=1, multiprocessing_context="fork", persistent_workers=True
+        ) as loader:
+            for _ in range(3):
+                list(loader)
+            (pid,) = {p.pid for p in multiprocessing.active_children()} - before
+            return private_mb(pid)
+
+    changes_only, whole = worker_memory(BigShuffled), worker_memory(WholeState)
+    # the whole sequence costs the worker a private copy of x; the changes do not
+    assert whole - changes_only > 16, (changes_only, whole)
