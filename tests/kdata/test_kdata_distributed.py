@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import test_kdata_loader_support
 import torch
 import torch.multiprocessing as mp
 from _helpers_kdata import distributed_worker
@@ -105,6 +106,8 @@ def test_keras_style_reshuffles_agree_across_ranks(ddp_results, scenario):
         for r in ranks:  # one warning per rank, however many epochs
             assert [w for w in r["warnings"] if "disagreed" in w] == disagreed[:1]
         assert "attributes ['indices']" in disagreed[0]
+        # the warning points at the user's line (the epoch loop in the support module)
+        assert all(r["warned_at"] == [test_kdata_loader_support.__file__] for r in ranks)
     else:
         assert disagreed == []
 

@@ -110,6 +110,7 @@ def ddp_rank_main(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 "order": [loader.order(e) for e in range(DDP_EPOCHS)],
                 "streams": streams,
                 "warnings": [str(w.message) for w in caught if w.category is RuntimeWarning],
+                "warned_at": [w.filename for w in caught if w.category is RuntimeWarning],
                 "len": len(loader),
             }
         with open(os.path.join(out_dir, f"rank-{rank}.json"), "w") as file:
