@@ -439,12 +439,13 @@ class SequenceLoader:
                 else:
                     batch = _fetch(sequence, index)
                 if convert:
-                    # a copy unless nothing else can reach an array (or pinning copies)
-                    batch = unaliased_tensors(batch) if copy and not pin else to_tensors(batch)
+                    # a copy unless nothing else can reach an array (a tensor already
+                    # pinned would not be copied by pin_batch)
+                    batch = unaliased_tensors(batch) if copy else to_tensors(batch)
                 elif copy:
                     batch = copy_batch(batch)
                 if pin:
-                    batch = pin_batch(batch)  # a copy already
+                    batch = pin_batch(batch)
                 yield batch
             self._end_epoch(epoch)
             return
@@ -632,7 +633,10 @@ def _stop(iterator: Any) -> None:
 
 
 def _overrides_epoch_end(sequence: object) -> bool:
+    """Whether `on_epoch_end` may change the sequence (not `Sequence`'s empty default)."""
     from kdata._sequence import Sequence
 
+    if "on_epoch_end" in getattr(sequence, "__dict__", {}):
+        return True
     method = getattr(type(sequence), "on_epoch_end", None)
     return method is not None and method is not Sequence.on_epoch_end
