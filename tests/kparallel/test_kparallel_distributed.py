@@ -448,3 +448,25 @@ def test_public_exceptions_keep_their_type_across_a_dataloader_worker(
     assert (
         "output[1]" in str(info.value) if kind == "merge" else "ranks disagree" in str(info.value)
     )
+
+
+def test_rank_set_up_is_logged_on_a_real_one_rank_group(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in {
+        "WORLD_SIZE": "1",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(kp.free_port()),
+    }.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO, logger="kparallel")
+    with kp.distributed("gloo") as ctx:
+        assert ctx.is_distributed and ctx.backend == "gloo"
+        # A one-rank group agrees with itself: the check passes and values come back.
+        assert kp.reduce_metrics({"b": 2, "a": torch.tensor(1.0)}) == {"b": 2.0, "a": 1.0}
+    messages = [r.getMessage() for r in caplog.records if r.name == "kparallel"]
+    assert messages[0].startswith("rank 0 of 1 (local rank 0) joining the process group")
+    assert "backend gloo" in messages[0] and messages[1] == "rank 0 of 1: process group up"
+    assert not torch.distributed.is_initialized()
