@@ -24,6 +24,8 @@ __all__ = ["StateDiff", "diffable", "fingerprint", "seeded_global_rngs"]
 # arrays larger than this are fingerprinted from a sample of rows (a full digest costs
 # about 0.2 s per 100 MB)
 _SAMPLE_BYTES = 1 << 22
+# ... and long lists from a sample of items
+_SAMPLE_ITEMS = 1 << 16
 
 
 def diffable(obj: object) -> bool:
@@ -112,8 +114,11 @@ def fingerprint(sequence: object) -> dict[str, Hashable]:
     """
     out: dict[str, Hashable] = {"__len__": len(sequence)}  # type: ignore[arg-type]
     for name, value in getattr(sequence, "__dict__", {}).items():
-        if isinstance(value, (np.ndarray, torch.Tensor, list, tuple)):
+        if isinstance(value, (np.ndarray, torch.Tensor)):
             out[name] = _token(value, sample=True)
+        elif isinstance(value, (list, tuple)):
+            step = max(1, len(value) // _SAMPLE_ITEMS)
+            out[name] = (len(value), _token(value[::step]))
     return out
 
 
