@@ -394,3 +394,21 @@ def test_split_sizes_min_rows_and_numpy_integers() -> None:
         kp.split_sizes(7.5, 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="min_rows must be >= 1, got 0"):
         kp.split_sizes(7, 3, min_rows=0)
+
+
+def test_a_call_without_a_batch_runs_once_and_returns_its_output_as_is() -> None:
+    class Sampler(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.calls = 0
+
+        def forward(self, count: int) -> tuple[torch.Tensor, int, str]:
+            self.calls += 1
+            torch.manual_seed(count)
+            return self.lin(torch.randn(count, 2)), count, "sampled"
+
+    model = Sampler()
+    got = kp.multi_gpu_model(model, devices=cpu(3))(5)
+    same(got, model(5))
+    assert model.calls == 2  # once through the wrapper, once plain

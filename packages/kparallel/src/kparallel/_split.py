@@ -200,7 +200,8 @@ def split_inputs(
 
     Returns:
         ``(parts, sizes)``: a list of ``(args, kwargs)``, one for each replica used, in
-        device order, and the chunk sizes (``[0]`` when the call holds no batch tensor).
+        device order, and the chunk sizes. A call without a batch tensor has nothing to
+        split: one part (for the first replica) and no sizes (``[]``).
 
     Raises:
         ValueError: batch tensors disagree on dim 0.
@@ -218,7 +219,7 @@ def split_inputs(
     split_args = _split(tuple(args), sizes, used, scatter)
     split_kwargs = _split(dict(kwargs), sizes, used, scatter)
     parts = [(tuple(a), dict(k)) for a, k in zip(split_args, split_kwargs, strict=True)]
-    return parts, sizes
+    return parts, ([] if batch is None else sizes)
 
 
 class _NotBatched(Exception):
@@ -348,7 +349,8 @@ def merge_outputs(
 
     Args:
         outputs: One output per replica used, in device order.
-        sizes: The rows each of those replicas received.
+        sizes: The rows each of those replicas received; ``[]`` when the call had no
+            batch to split (one output, returned with its tensors moved to ``target``).
         target: Where merged tensors go.
         gather: How batch tensors are concatenated.
         merge: ``merge(path, values, sizes)`` for the parts the rule cannot merge.
@@ -360,6 +362,8 @@ def merge_outputs(
         MergeError: a part the rule cannot merge, and no ``merge`` function (the message
             and its ``path`` attribute name the part, e.g. ``output['count']``).
     """
+    if not sizes and len(outputs) == 1:
+        return map_tensors(lambda t: t.to(target), outputs[0])
     if len(outputs) != len(sizes):
         raise ValueError(f"got {len(outputs)} outputs for {len(sizes)} chunk sizes")
     return _Merger(list(sizes), target, gather, merge).run(list(outputs), "output", strict=False)
