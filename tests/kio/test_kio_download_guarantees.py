@@ -325,6 +325,8 @@ def test_cache_where_no_lock_can_be_taken_serves_valid_files(
     lock.mkdir()  # the lock file cannot be created: as on a read-only mount
     assert get_file("ro.bin", url, file_hash=sha256(data), cache_dir=box.cache) == path
     assert get_file("ro.bin", url, file_hash=sha256(data), cache_dir=box.cache, offline=True)
+    with pytest.raises(PermissionError, match="force_download=True needs a cache folder"):
+        get_file("ro.bin", url, cache_dir=box.cache, force_download=True)
     assert len(server.hits("/ro.bin")) == 1
     Path(path).write_bytes(b"damaged")
     box.known["ro.bin"].append(b"damaged")

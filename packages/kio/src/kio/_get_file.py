@@ -483,18 +483,21 @@ def get_file(
     except OSError as exc:
         # No lock can be taken: a read-only cache folder (a shared dataset mount). A valid
         # copy is served as it is; nothing can be downloaded or extracted there.
-        problem = (
-            "force_download=True" if force_download else _cache_problem(target, state, expected)
-        )
-        if problem is None and (
-            not wants_extraction or _extraction_current(target, target_dir, state)
-        ):
-            logger.info("serving %s from a cache folder kio cannot lock (%s)", target, exc)
-            return done()
-        reason = problem or "no copy is cached"
+        problem = None if force_download else _cache_problem(target, state, expected)
+        where = f"cannot take the lock {state.lock!r} to fetch {origin} to {target} ({exc})"
+        if force_download:
+            raise PermissionError(
+                f"{where}; force_download=True needs a cache folder kio can write "
+                "(pass a writable cache_dir)"
+            ) from None
+        if problem is None:
+            if not wants_extraction or _extraction_current(target, target_dir, state):
+                logger.info("serving %s from a cache folder kio cannot lock (%s)", target, exc)
+                return done()
+            problem = "the archive is not extracted there"
         raise PermissionError(
-            f"cannot take the lock {state.lock!r} to fetch {origin} to {target} ({exc}); "
-            f"{reason}, so there is nothing valid to serve (pass a writable cache_dir)"
+            f"{where}; {problem or 'no copy is cached'}, so there is nothing valid to serve "
+            "(pass a writable cache_dir)"
         ) from None
     try:
         problem = None if force_download else _cache_problem(target, state, expected)
