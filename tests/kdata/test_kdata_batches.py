@@ -150,3 +150,22 @@ def test_to_tensors_handles_odd_arrays():
     strings = np.array(["a", "b"])
     assert to_tensors(strings) is strings
     assert to_tensors([np.float32(1.5), "s", None])[0].item() == 1.5
+
+
+def test_batch_loader_without_workers_matches_a_plain_dataloader(matrix_file):
+    path, _ = matrix_file
+    matrix = HDF5Matrix(path, "x")
+    torch.manual_seed(0)
+    ours = list(batch_loader(matrix, 6, shuffle=True, seed=4))
+    after_ours = torch.rand(1)
+    torch.manual_seed(0)
+    sampler = SliceBatchSampler(matrix, 6, shuffle=True, seed=4)
+    plain = list(DataLoader(matrix, sampler=sampler, batch_size=None, collate_fn=to_tensors))
+    after_plain = torch.rand(1)
+    assert len(ours) == len(plain) == 7
+    assert all(torch.equal(a, b) for a, b in zip(ours, plain, strict=True))
+    assert torch.equal(after_ours, after_plain)  # torch's global RNG advanced alike
+    loader = batch_loader(matrix, 6, shuffle="batch", seed=1)
+    assert isinstance(loader, DataLoader) and len(loader) == 7
+    first, second = [b[:, 0].tolist() for b in loader], [b[:, 0].tolist() for b in loader]
+    assert first != second  # each iteration is a new epoch

@@ -295,6 +295,25 @@ class _Zipped(Dataset[Any]):
         return dict(zip(self.keys, parts, strict=False))
 
 
+class _BatchLoader(DataLoader[Any]):
+    """The ``DataLoader`` `batch_loader` returns: without workers (and without pinning),
+    each batch is ``collate_fn(dataset[key])`` with nothing around it; DataLoader's own
+    single-process iterator (profiler records, checks) costs more than reading a batch of
+    a hot file. With workers or ``pin_memory``, DataLoader's machinery runs as always."""
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.num_workers or self.pin_memory:
+            return super().__iter__()
+        # draw the per-epoch seed as DataLoader does, so torch's global RNG advances alike
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return self._batches(iter(self.sampler))
+
+    def _batches(self, keys: Iterator[Any]) -> Iterator[Any]:
+        dataset, collate = self.dataset, self.collate_fn
+        for key in keys:
+            yield collate(dataset[key])
+
+
 def _is_array_like(value: Any) -> bool:
     return isinstance(value, (np.ndarray, torch.Tensor, HDF5Matrix, HDF5Dataset)) or (
         hasattr(value, "shape") and hasattr(value, "__getitem__") and hasattr(value, "__len__")
@@ -409,7 +428,7 @@ def batch_loader(
         dataloader_kwargs["worker_init_fn"] = kregistry.ScopedWorkerInit(then=worker_init_fn)
     elif worker_init_fn is not None:
         dataloader_kwargs["worker_init_fn"] = worker_init_fn
-    return DataLoader(
+    return _BatchLoader(
         data,
         batch_size=None,
         sampler=sampler,

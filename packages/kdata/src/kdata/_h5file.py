@@ -320,9 +320,26 @@ def handle_for(path: str) -> _Handle:
     handle = _HANDLES.get(path)
     if handle is None or handle.pid != os.getpid():
         if handle is not None:
-            handle.close()  # after a fork: drops the parent's objects, closes nothing shared
+            _drop_inherited(handle)
         handle = _HANDLES[path] = _Handle(path)
     return handle
+
+
+def _drop_inherited(handle: _Handle) -> None:
+    """Forget a handle inherited through fork. If the file changed since the parent opened
+    it, close this process's copy of the parent's HDF5 file first: HDF5 would otherwise
+    share that still-open file (same inode: rewritten in place) and its stale metadata with
+    the file opened next."""
+    try:
+        changed = file_stamp(handle.path) != handle.stamp
+    except OSError:
+        changed = True
+    handle.close()  # drops the objects; never closes the parent's HDF5 handle itself
+    if changed:
+        with contextlib.suppress(Exception):
+            handle.file.close()  # this process's copy only: the parent's stays open
+        with contextlib.suppress(OSError):
+            os.close(handle.fd)
 
 
 class LazyFile:
