@@ -301,7 +301,7 @@ class _BatchLoader(DataLoader[Any]):
     single-process iterator (profiler records, checks) costs more than reading a batch of
     a hot file. With workers or ``pin_memory``, DataLoader's machinery runs as always."""
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         if self.num_workers or self.pin_memory:
             return super().__iter__()
         # draw the per-epoch seed as DataLoader does, so torch's global RNG advances alike
