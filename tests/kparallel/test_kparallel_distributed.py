@@ -451,7 +451,7 @@ def test_public_exceptions_keep_their_type_across_a_dataloader_worker(
 
 
 def test_rank_set_up_is_logged_on_a_real_one_rank_group(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     for name, value in {
         "WORLD_SIZE": "1",
@@ -466,7 +466,9 @@ def test_rank_set_up_is_logged_on_a_real_one_rank_group(
         assert ctx.is_distributed and ctx.backend == "gloo"
         # A one-rank group agrees with itself: the check passes and values come back.
         assert kp.reduce_metrics({"b": 2, "a": torch.tensor(1.0)}) == {"b": 2.0, "a": 1.0}
+        assert kp.save_on_rank0({"w": 1}, tmp_path / "w.pt")
     messages = [r.getMessage() for r in caplog.records if r.name == "kparallel"]
     assert messages[0].startswith("rank 0 of 1 (local rank 0) joining the process group")
     assert "backend gloo" in messages[0] and messages[1] == "rank 0 of 1: process group up"
+    assert messages[2] == f"save_on_rank0: rank 0 wrote {tmp_path / 'w.pt'}"
     assert not torch.distributed.is_initialized()

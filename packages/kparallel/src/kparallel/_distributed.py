@@ -520,6 +520,7 @@ def save_on_rank0(obj: object, path: str | os.PathLike[str]) -> bool:
     if ctx.is_main:
         try:
             _atomic_save(obj, target)
+            logger.info("save_on_rank0: rank 0 wrote %s", target)
         except BaseException as exc:  # reported to the other ranks first, then re-raised
             error = exc
     if ctx.is_distributed:
