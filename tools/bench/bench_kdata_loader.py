@@ -150,6 +150,21 @@ def bench_persistent(quick: bool) -> list[Comparison]:
         )
     )
     ours.close()
+
+    spawn: dict[str, Any] = {"num_workers": 2, "multiprocessing_context": "spawn"}
+    kept = SequenceLoader(BigInMemory(x, batch), persistent_workers=True, **spawn)
+    epoch(kept)  # start the workers
+    restarted = SequenceLoader(BigInMemory(x, batch), persistent_workers=False, **spawn)
+    results.append(
+        compare(
+            "spawn: persistent (changed attributes) vs persistent_workers=False (s/epoch)",
+            lambda: epoch(kept),
+            lambda: epoch(restarted),
+            "fresh",
+            repeat=3,
+        )
+    )
+    kept.close()
     return results
 
 
