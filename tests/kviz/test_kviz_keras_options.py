@@ -30,9 +30,11 @@ def test_keras_2_11_signatures() -> None:
         "layer_range",
     ]  # fmt: skip
     plot = list(inspect.signature(plot_model).parameters)
+    # Keras 2's seven positions (the reference this port follows), then Keras 2.11's
+    # additions in its order, show_dtype last.
     assert plot[:11] == [
-        "model", "to_file", "show_shapes", "show_dtype", "show_layer_names", "rankdir",
-        "expand_nested", "dpi", "layer_range", "show_layer_activations", "show_trainable",
+        "model", "to_file", "show_shapes", "show_layer_names", "rankdir", "expand_nested",
+        "dpi", "layer_range", "show_layer_activations", "show_trainable", "show_dtype",
     ]  # fmt: skip
     for fn in (print_summary, plot_model, model_to_dot):
         params = inspect.signature(fn).parameters
@@ -88,12 +90,12 @@ def test_layer_range_errors(layer_range: object, error: type, match: str) -> Non
 
 def test_plot_layer_range_and_keras_positional_order(tmp_path: Path) -> None:
     path = tmp_path / "m.dot"
-    plot_model(SmallCNN(), path, True, True, True, "LR", False, 72.5, ["conv2", "fc"],
-               input_size=(1, 3, 32, 32))  # fmt: skip
+    plot_model(SmallCNN(), path, True, True, "LR", False, 72.5, ["conv2", "fc"],
+               False, False, True, input_size=(1, 3, 32, 32))  # fmt: skip
     text = path.read_text()
     assert "rankdir=LR" in text and "dpi=72.5" in text
     assert "conv2: Conv2d" in text and "fc: Linear" in text and "conv1:" not in text
-    assert "float32" in text  # show_dtype, the 4th argument as in Keras
+    assert "float32" in text  # show_dtype, the last positional argument
 
 
 def test_show_dtype_activations_and_trainable_in_nodes() -> None:

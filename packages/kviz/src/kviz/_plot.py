@@ -164,12 +164,12 @@ def _dot_source(
 def model_to_dot(
     model: nn.Module,
     show_shapes: bool = False,
-    show_dtype: bool = False,
     show_layer_names: bool = True,
     rankdir: str = "TB",
     expand_nested: bool = False,
     dpi: float = 96,
     *,
+    show_dtype: bool = False,
     layer_range: Any = None,
     show_layer_activations: bool = False,
     show_trainable: bool = False,
@@ -213,7 +213,6 @@ def plot_model(
     model: nn.Module,
     to_file: str | os.PathLike[str] = "model.png",
     show_shapes: bool = False,
-    show_dtype: bool = False,
     show_layer_names: bool = True,
     rankdir: str = "TB",
     expand_nested: bool = False,
@@ -221,6 +220,7 @@ def plot_model(
     layer_range: Any = None,
     show_layer_activations: bool = False,
     show_trainable: bool = False,
+    show_dtype: bool = False,
     *,
     input_size: Any = None,
     input_data: Any = None,
@@ -249,7 +249,6 @@ def plot_model(
             `.jpg`, `.gif`, `.ps`, `.eps`, or `.dot`/`.gv` for the DOT text (which needs
             no Graphviz).
         show_shapes: show each node's input and output shapes.
-        show_dtype: show each node's output dtype.
         show_layer_names: show module names (else only class names).
         rankdir: `'TB'` (vertical), `'LR'` (horizontal), `'BT'` or `'RL'`.
         expand_nested: draw nested modules as clusters holding their layers.
@@ -261,6 +260,10 @@ def plot_model(
             activation module's own name, or a layer's `activation`/`nonlinearity`).
         show_trainable: show whether each layer's parameters are trainable (Y, N,
             partial).
+        show_dtype: show each node's output dtype. The first seven arguments keep Keras
+            2's positions (as `keras.utils.plot_model` documents them); Keras 2.11's
+            additions follow, with `show_dtype` last (Keras 2.11 put it fourth, which
+            would shift every Keras 2 positional call).
         input_size: the shape of an example input (as in `print_summary`); an example
             input is needed for anything but a plain `nn.Sequential`.
         input_data: an example input itself (tensor, tuple or dict), instead of a size.
