@@ -39,8 +39,9 @@ def _chunk_layout(dataset: Any) -> tuple[int, int, int] | None:
     info = reader.info
     if info.chunks is None:
         return None
+    # a batch at the border of two windows needs the chunks of both: half the cache each
     held = reader.cache_bytes // max(info.chunk_row_bytes, 1)
-    window = max(1, min(_MAX_WINDOW, held - 1))
+    window = max(1, min(_MAX_WINDOW, held // 2))
     return dataset.start % info.chunks[0], info.chunks[0], window
 
 
@@ -113,8 +114,8 @@ class SliceBatchSampler(Sampler[Any]):
             from the ``torch.distributed`` default group if initialized, else no sharding.
         world_size: the number of ranks.
         chunk_rows: rows per chunk for ``shuffle="chunks"`` (default: the dataset's).
-        window: chunks whose rows are mixed by ``shuffle="chunks"`` (default: as many as
-            the dataset's chunk cache holds, less one, at most 16).
+        window: chunks whose rows are mixed by ``shuffle="chunks"`` (default: half as
+            many as the dataset's chunk cache holds, at most 16).
 
     Each ``iter()`` is one epoch and advances the epoch number; ``set_epoch`` sets it.
 

@@ -569,7 +569,7 @@ class Reader:
         size = self.info.chunks[0]
         block = self.read_range(chunk * size, min((chunk + 1) * size, self.info.shape[0]))
         blocks[chunk] = block
-        capacity = max(1, self.cache_bytes // max(self.info.chunk_row_bytes, 1))
+        capacity = max(2, self.cache_bytes // max(self.info.chunk_row_bytes, 1))
         while len(blocks) > capacity:
             blocks.popitem(last=False)
         return block
