@@ -130,17 +130,13 @@ def _identity(batch: Any) -> Any:
 
 
 def _merge(base: kregistry.ScopeSnapshot, top: kregistry.ScopeSnapshot) -> kregistry.ScopeSnapshot:
+    """The scope of the loader's creation, with the one active now on top (it wins)."""
     added = {**base.added, **top.added}
     removed = (base.removed | top.removed) - added.keys()
-    unavailable = {
-        **getattr(base, "unavailable", {}),
-        **getattr(top, "unavailable", {}),
-    }
+    unavailable = {**base.unavailable, **top.unavailable}
     for name in added:
         unavailable.pop(name, None)
-    if unavailable:
-        return kregistry.ScopeSnapshot(added, frozenset(removed), unavailable)  # type: ignore[call-arg,unused-ignore]
-    return kregistry.ScopeSnapshot(added, frozenset(removed))
+    return kregistry.ScopeSnapshot(added, frozenset(removed), unavailable)
 
 
 class SequenceLoader:
