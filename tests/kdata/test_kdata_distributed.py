@@ -121,3 +121,11 @@ def test_without_agreement_ranks_disagree(ddp_results):
     got = [r["epochs"][1]["got"] for r in ranks]
     seen = Counter(row for share in got for batch in share for row in batch)
     assert set(seen) != set(range(DDP_ROWS)) or max(seen.values()) > 2
+
+
+@pytest.mark.slow
+def test_ranks_with_different_lengths_all_raise(ddp_results):
+    for rank, result in enumerate(ddp_results):
+        message = result.get("rank_length_error", "")
+        assert "ranks disagree on len(RankLength)" in message, rank
+        assert "[4, 5]" in message

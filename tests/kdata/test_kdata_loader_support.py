@@ -64,6 +64,19 @@ class KerasShuffled(kdata.Sequence):
             self.rng.shuffle(self.indices)
 
 
+class RankLength(kdata.Sequence):
+    """A sequence whose length differs between ranks (held in a plain int)."""
+
+    def __init__(self, rank: int) -> None:
+        self.count = 4 + rank
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.zeros(1)
+
+
 # (name, how, in_init, loader keyword arguments)
 DDP_SCENARIOS: list[tuple[str, str, bool, dict[str, Any]]] = [
     ("numpy", "numpy", False, {}),
@@ -113,6 +126,11 @@ def ddp_rank_main(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 "warned_at": [w.filename for w in caught if w.category is RuntimeWarning],
                 "len": len(loader),
             }
+        # a length that differs between ranks cannot be fixed: every rank raises, none hangs
+        try:
+            list(kdata.SequenceLoader(RankLength(rank)))
+        except RuntimeError as error:
+            results["rank_length_error"] = str(error)
         with open(os.path.join(out_dir, f"rank-{rank}.json"), "w") as file:
             json.dump(results, file)
         dist.barrier()
