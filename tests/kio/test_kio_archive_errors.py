@@ -71,6 +71,7 @@ class _ExtractingDataset:
         return index
 
 
+@pytest.mark.slow
 def test_error_keeps_its_type_through_a_dataloader_worker(box: Sandbox) -> None:
     torch_data: Any = pytest.importorskip("torch.utils.data")
     archive = unsafe_tar(box)
