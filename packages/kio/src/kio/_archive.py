@@ -231,8 +231,11 @@ class _Guard:
         self.links_written = False
 
     def refuse(self, member: str, reason: str) -> None:
+        """Raise, or warn and remember the member as skipped; what its name held before
+        is no longer the archive's last word on it (a hard link to it is refused)."""
         _refuse(self.archive, member, reason, self.unsafe)
         self.skipped.append(member)
+        self.placed.pop(_parts(member), None)
 
     def _path(self, parts: tuple[str, ...]) -> str:
         return os.path.join(self.root, *parts)
@@ -267,9 +270,6 @@ class _Guard:
         reason = self._problem(name, kind, link)
         if reason is not None:
             self.refuse(name, reason)
-            parts = _parts(name.replace("\\", "/"))
-            if parts in self.placed:  # what the name holds now is not the archive's last word
-                del self.placed[parts]
             return None
         return _parts(name)
 
@@ -501,8 +501,10 @@ def zip_format(path: str, target: str, unsafe: str = "raise") -> bool:
                 kind = _zip_kind(info)
                 link = ""
                 if kind == "symlink":
-                    raw = archive.read(info) if info.file_size <= 4096 else b"\0"
-                    link = raw.decode("utf-8", "surrogateescape")
+                    if info.file_size > 4096:
+                        guard.refuse(info.filename, "is a link with a target over 4096 bytes")
+                        continue
+                    link = archive.read(info).decode("utf-8", "surrogateescape")
                 parts = guard.check(info.filename, kind, link)
                 if parts is None:
                     continue
