@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -65,15 +66,19 @@ def test_loader_orders_and_lengths_are_distributed_samplers(tmp_path):
 
 def test_padding_sees_a_few_batches_twice_and_drop_last_none(tmp_path):
     seq = LoggedSequence(str(tmp_path / "log"), batches=10)
-    shares = [SequenceLoader(seq, rank=r, world_size=4).order() for r in range(4)]
+    shares = [SequenceLoader(seq, rank=r, world_size=4, seed=0).order() for r in range(4)]
     assert [len(s) for s in shares] == [3, 3, 3, 3]  # ceil(10 / 4) each, no rank waits
     counts = Counter(i for share in shares for i in share)
     assert counts == Counter(range(10)) + Counter([0, 1])  # padded from the start
-    dropped = [SequenceLoader(seq, rank=r, world_size=4, drop_last=True).order() for r in range(4)]
+    dropped = [
+        SequenceLoader(seq, rank=r, world_size=4, drop_last=True, seed=0).order() for r in range(4)
+    ]
     assert sorted(i for share in dropped for i in share) == list(range(8))
     # fewer batches than ranks: repeated until every rank has one
     tiny = LoggedSequence(str(tmp_path / "log"), batches=1)
-    assert [SequenceLoader(tiny, rank=r, world_size=3).order() for r in range(3)] == [[0]] * 3
+    assert [SequenceLoader(tiny, rank=r, world_size=3, seed=0).order() for r in range(3)] == [
+        [0]
+    ] * 3
 
 
 class Marked:
@@ -153,6 +158,16 @@ def test_explicit_ranks_with_a_seed_reshuffle_alike_without_a_group():
             list(loader)
         orders.append(seq.indices.tolist())
     assert orders[0] == orders[1] != list(range(20))
+
+
+def test_explicit_ranks_without_a_seed_warn_about_on_epoch_end():
+    with pytest.warns(RuntimeWarning, match="pass seed=") as record:
+        SequenceLoader(KerasShuffled(20, 4, "numpy"), rank=0, world_size=2)  # names this line
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SequenceLoader(KerasShuffled(20, 4, "numpy"), rank=0, world_size=2, seed=1)
+        SequenceLoader(Marked(), rank=0, world_size=1)
 
 
 def test_rank_setup_is_logged(tmp_path, caplog):

@@ -292,6 +292,15 @@ class SequenceLoader:
         self._collective = self._agree and group_matches(self.rank, self.world_size)
         self._seed_shared = seed is not None or self._collective
         self.seed = resolve_seed(seed, self.world_size, self.shuffle or self._collective)
+        if self._agree and not self._seed_shared and _overrides_epoch_end(sequence):
+            warnings.warn(
+                f"rank and world_size are given but no torch.distributed process group is "
+                f"initialized and no seed: the ranks cannot agree on what "
+                f"{type(sequence).__name__}.on_epoch_end draws at random; pass seed=... (the "
+                f"same on every rank)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.epoch = 0
         self._scope = kregistry.capture_scope()
         self._loader: DataLoader[Any] | None = None
