@@ -452,7 +452,8 @@ class HDF5Matrix(Dataset[Any]):
     # -- resources ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close this process's handle of the file; the next read opens it again."""
+        """Close this process's handle of the file (one per file and process, shared by
+        every view of it); the next read opens it again."""
         self._lazy.close()
 
     def __getstate__(self) -> dict[str, Any]:
