@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,19 @@ def test_warnings_point_at_the_callers_line(server: FaultServer, box: Sandbox) -
 def test_the_public_names(box: Sandbox) -> None:
     assert kio.UnsafeArchiveError is UnsafeArchiveError
     assert "UnsafeArchiveError" in kio.__all__ and "extract_archive" in kio.__all__
+
+
+def test_cli_reports_a_dangling_hard_link_in_one_line(box: Sandbox) -> None:
+    archive = box.src / "dangling.tar"
+    archive.write_bytes(tar_bytes([tar_link("hl", "nowhere", hard=True)], mode="w"))
+    result = subprocess.run(
+        [sys.executable, "-m", "kio", archive.as_uri(), "--extract", "--cache-dir", str(box.cache)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "'hl'" in lines[0] and "'nowhere'" in lines[0]
+    box.known["dangling.tar"].append(archive.read_bytes())
