@@ -156,7 +156,9 @@ def main(quick: bool = False) -> list[Comparison]:
         with torch.no_grad():
             parts = [plain(p) for p in torch.tensor_split(x, n)]
         split_s = median_time(lambda d=devices: split_inputs((x,), {}, d), repeat, 200)
-        merge_s = median_time(lambda p=parts: merge_outputs(p, [len(o) for o in p], torch.device("cpu")), repeat, 200)
+        merge_s = median_time(
+            lambda p=parts: merge_outputs(p, [len(o) for o in p], torch.device("cpu")), repeat, 200
+        )
         print(
             f"{n:>8} {split_s * 1e6:>9.1f} {merge_s * 1e6:>9.1f} "
             f"{(split_s + merge_s) / step_s:>18.2%}"
