@@ -237,6 +237,13 @@ def test_random_rows_of_compressed_chunks_warn_once(make_h5):
     with pytest.warns(UserWarning, match="shuffle=True") as caught:
         list(DataLoader(HDF5Matrix(other, "x", chunk_cache_bytes=0), batch_size=8, shuffle=True))
     assert len(caught) == 1
+    third = make_h5(
+        x=data, y=np.arange(64), chunks={"x": {"chunks": (8, 4), "compression": "gzip"}}
+    )
+    pairs = HDF5Dataset(third, ["x", "y"], chunk_cache_bytes=0)
+    with pytest.warns(UserWarning, match="'x'") as caught:
+        list(DataLoader(pairs, batch_size=8, shuffle=True))
+    assert len(caught) == 1
 
 
 def test_builtin_normalize_survives_clearing_the_custom_objects(xy_files):

@@ -758,6 +758,8 @@ class HDF5Dataset(Dataset[Any]):
         if plan.kind == "range":
             return BatchRows(self._pack([matrix._read(plan) for matrix in self.matrices]))
         assert plan.rows is not None
+        if any(m._reader.info.compressed for m in self.matrices):
+            warn_random_on_compressed(self, stacklevel=2)  # once per dataset, if it applies
         return BatchRows(self._pack([matrix._gather(plan.rows) for matrix in self.matrices]))
 
     def close(self) -> None:
