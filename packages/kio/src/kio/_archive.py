@@ -885,8 +885,17 @@ def extract_archive(
             disturbed by another process.
 
     Examples:
-        >>> extract_archive("data.tar.gz", "out")  # doctest: +SKIP
-        True
+        >>> import io, pathlib, tarfile, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = pathlib.Path(tmp)
+        ...     with tarfile.open(folder / "data.tar.gz", "w:gz") as archive:
+        ...         member = tarfile.TarInfo("data/hello.txt")
+        ...         member.size = 5
+        ...         archive.addfile(member, io.BytesIO(b"hello"))
+        ...     extracted = extract_archive(folder / "data.tar.gz", folder / "out")
+        ...     text = (folder / "out" / "data" / "hello.txt").read_text()
+        >>> extracted, text
+        (True, 'hello')
     """
     if unsafe not in ("raise", "skip"):
         raise ValueError(f"unsafe must be 'raise' or 'skip', got {unsafe!r}")
