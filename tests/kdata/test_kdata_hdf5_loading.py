@@ -233,6 +233,10 @@ def test_random_rows_of_compressed_chunks_warn_once(make_h5):
         batch_loader(matrix, 8, shuffle=True)  # once
         batch_loader(matrix, 8, shuffle="chunks")
         batch_loader(HDF5Matrix(path, "x"), 8, shuffle=True)  # the chunks fit the cache
+    fourth = make_h5(x=data, chunks={"x": {"chunks": (8, 4), "compression": "gzip"}})
+    with pytest.warns(UserWarning, match="shuffle='chunks'") as caught:
+        SliceBatchSampler(HDF5Matrix(fourth, "x", chunk_cache_bytes=0), 8, shuffle=True)
+    assert len(caught) == 1 and caught[0].filename == __file__
     other = make_h5(x=data, chunks={"x": {"chunks": (8, 4), "compression": "gzip"}})
     with pytest.warns(UserWarning, match="shuffle=True") as caught:
         list(DataLoader(HDF5Matrix(other, "x", chunk_cache_bytes=0), batch_size=8, shuffle=True))
