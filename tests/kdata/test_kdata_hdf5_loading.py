@@ -141,6 +141,9 @@ def test_keras_pairs_feed_batch_loader_and_dataloader(xy_files, make_h5):
         HDF5Dataset.from_matrices(xm, np.zeros(90))
     with pytest.raises(TypeError, match="not both"):
         HDF5Dataset.from_matrices(xm, y=ym)
+    # a list is a list of samples, as before (only a tuple or a dict pairs arrays)
+    samples = [np.full(3, i) for i in range(5)]
+    assert [len(b) for b in batch_loader(samples, 2)] == [2, 2, 1]
     # numpy and HDF5 members mixed, and numpy pairs
     mixed = next(iter(batch_loader((xm, np.arange(90)), 5)))
     assert mixed[1].tolist() == [0, 1, 2, 3, 4]

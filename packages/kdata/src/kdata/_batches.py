@@ -328,7 +328,7 @@ def _prepare(dataset: Any, copy: bool) -> Any:
     keys: tuple[str, ...] | None = None
     if isinstance(dataset, Mapping) and dataset:
         keys, members = tuple(dataset), list(dataset.values())
-    elif isinstance(dataset, (tuple, list)) and dataset:
+    elif type(dataset) is tuple and dataset:  # a list stays a dataset of samples
         members = list(dataset)
     else:
         return dataset
@@ -367,7 +367,7 @@ def batch_loader(
     """A ``DataLoader`` of batches fetched by slice (`SliceBatchSampler`).
 
     For any dataset that takes slices and index arrays and returns whole batches
-    (`HDF5Matrix`, `HDF5Dataset`, numpy arrays, tensors), and for a tuple, list or dict
+    (`HDF5Matrix`, `HDF5Dataset`, numpy arrays, tensors), and for a tuple or dict
     of them (Keras's ``(x, y)``: equal lengths, one row of each per sample; a tuple of
     `HDF5Matrix` views is read as `HDF5Dataset.from_matrices`): each batch is one fetch,
     numpy batches become tensors, and the active kregistry scope is installed in worker
