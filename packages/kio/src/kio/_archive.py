@@ -46,11 +46,9 @@ import os
 import shutil
 import socket
 import stat
-import sys
 import tarfile
 import tempfile
 import time
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +56,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import kregistry
+from kio._log import warn_caller
 
 __all__ = [
     "ARCHIVE_NAMESPACE",
@@ -122,25 +121,6 @@ class UnsafeArchiveError(ValueError):
 class _IncompleteExtraction(OSError):
     """Members that an extraction wrote are not all in place (another process changed
     the folder meanwhile); raised as an OSError naming the archive and the member."""
-
-
-def _is_internal(frame: Any) -> bool:
-    name = frame.f_globals.get("__name__", "")
-    return (
-        name == "kio"
-        or name.startswith("kio.")
-        or name in ("tarfile", "zipfile", "shutil", "contextlib")
-    )
-
-
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """`warnings.warn` pointing at the first caller outside kio (and tarfile/zipfile)."""
-    frame: Any = sys._getframe(0)
-    level = 1
-    while frame is not None and _is_internal(frame):
-        frame = frame.f_back
-        level += 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 def _is_within(path: str, root: str) -> bool:
@@ -366,7 +346,7 @@ class _Guard:
 
 def _refuse(archive: str, member: str, reason: str, unsafe: str) -> None:
     if unsafe == "skip":
-        warn_user(f"skipping unsafe member {member!r} of {archive!r}: {reason}")
+        warn_caller(f"skipping unsafe member {member!r} of {archive!r}: {reason}")
         return
     raise UnsafeArchiveError(archive, member, reason)
 
@@ -533,7 +513,7 @@ def _finish_log(guard: _Guard) -> None:
     if guard.skipped:
         shown = ", ".join(repr(name) for name in guard.skipped[:10])
         more = f" and {len(guard.skipped) - 10} more" if len(guard.skipped) > 10 else ""
-        _log.warning(
+        _log.info(
             "skipped %d unsafe member(s) of %s (unsafe='skip'): %s%s",
             len(guard.skipped),
             guard.archive,

@@ -220,7 +220,6 @@ def _extract(
     archive_format: Any,
     unsafe: str,
 ) -> None:
-    from kio._archive import warn_user
 
     # Under the archive's lock: only this archive's temporary folders whose owner is gone.
     clean_stale_temps(datadir, os.path.basename(archive))
@@ -229,7 +228,7 @@ def _extract(
     # the marker below is never written for a partial extraction.
     entries = extract_to_folder(archive, datadir, formats, unsafe, reserved=(STATE_DIR,))
     if entries is None:
-        warn_user(
+        warn_caller(
             f"extract=True but {archive!r} is not an archive of format {archive_format!r}; "
             "it was left as it is"
         )

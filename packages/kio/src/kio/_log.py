@@ -10,7 +10,6 @@ kio the warning was raised.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
@@ -18,15 +17,22 @@ __all__ = ["logger", "warn_caller", "user_stacklevel"]
 
 logger = logging.getLogger("kio")
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Frames skipped when attributing a warning: kio's own, and the standard-library
+# modules kio calls back from (a tarfile filter, a zipfile read, a context manager).
+_PASS_THROUGH = ("tarfile", "zipfile", "shutil", "contextlib")
+
+
+def _is_internal(frame: object) -> bool:
+    name = getattr(frame, "f_globals", {}).get("__name__", "")
+    return name == "kio" or name.startswith("kio.") or name in _PASS_THROUGH
 
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes ``warnings.warn`` (called by the caller of this
-    function) point at the first frame outside the kio package."""
+    function) point at the first frame outside kio."""
     frame = sys._getframe(1)  # the function that is about to call warnings.warn
     level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and _is_internal(frame):
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
@@ -37,7 +43,7 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     # One more level than user_stacklevel() would compute here: this function itself.
     frame = sys._getframe(1)
     level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and _is_internal(frame):
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     warnings.warn(message, category, stacklevel=level)
