@@ -222,16 +222,15 @@ def _warn_left_behind(name: str, reason: str) -> None:
 def capture_scope() -> ScopeSnapshot:
     """Capture what the active scopes of this context add to or hide from the registry.
 
-        Examples:
-            >>> import pickle
-    import warnings
-            >>> from kregistry import resolve
-            >>> with custom_object_scope({"absolute": abs}):
-            ...     snap = capture_scope()
-            >>> carried = pickle.loads(pickle.dumps(snap))  # what another process receives
-            >>> with carried:
-            ...     resolve("absolute") is abs
-            True
+    Examples:
+        >>> import pickle
+        >>> from kregistry import resolve
+        >>> with custom_object_scope({"absolute": abs}):
+        ...     snap = capture_scope()
+        >>> carried = pickle.loads(pickle.dumps(snap))  # what another process receives
+        >>> with carried:
+        ...     resolve("absolute") is abs
+        True
     """
     layer = current_layer()
     if layer is GLOBAL_LAYER:
