@@ -20,7 +20,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["kregistry", "kdata", "kio", "kviz", "kparallel"]
 # Distribution name -> the module it provides, where they differ.
-IMPORT_NAME = {f"kutorch-{name}": name for name in PACKAGES}
+IMPORT_NAME = {f"kutorch-{name}": name for name in PACKAGES} | {"ipython": "IPython"}
 # Declared without being imported, each for a stated reason.
 DECLARED_FOR_OTHERS = {
     # torchinfo imports numpy without declaring it.
@@ -33,7 +33,11 @@ def pyproject(package: str) -> dict[str, object]:
 
 
 def declared(package: str) -> set[str]:
-    deps = pyproject(package)["project"]["dependencies"]  # type: ignore[index]
+    """Required and optional (extras) dependencies, by import name."""
+    project = pyproject(package)["project"]
+    deps = list(project["dependencies"])  # type: ignore[index]
+    for extra in project.get("optional-dependencies", {}).values():  # type: ignore[attr-defined]
+        deps += extra
     names = {re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0].lower() for dep in deps}
     return {IMPORT_NAME.get(name, name) for name in names}
 
