@@ -30,12 +30,12 @@ from kio._hashing import hash_file, validate_file
 __version__ = _metadata.version("kutorch-kio")
 
 __all__ = [
+    "get_file",
+    "extract_archive",
+    "hash_file",
+    "validate_file",
+    "default_cache_dir",
     "DownloadError",
     "OfflineError",
     "UnsafeArchiveError",
-    "default_cache_dir",
-    "extract_archive",
-    "get_file",
-    "hash_file",
-    "validate_file",
 ]

@@ -13,11 +13,11 @@ from ._summary import ModelSummary, SummaryRow, print_summary
 __version__ = _metadata.version("kutorch-kviz")
 
 __all__ = [
-    "ForwardError",
-    "GraphvizNotFoundError",
+    "print_summary",
+    "plot_model",
+    "model_to_dot",
     "ModelSummary",
     "SummaryRow",
-    "model_to_dot",
-    "plot_model",
-    "print_summary",
+    "ForwardError",
+    "GraphvizNotFoundError",
 ]
