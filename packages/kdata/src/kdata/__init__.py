@@ -28,17 +28,17 @@ from kdata._sequence import Sequence
 __version__ = _metadata.version("kutorch-kdata")
 
 __all__ = [
-    "BatchRows",
-    "FileChangedError",
-    "HDF5Dataset",
-    "HDF5Matrix",
     "Sequence",
     "SequenceLoader",
-    "SliceBatchSampler",
+    "HDF5Matrix",
+    "HDF5Dataset",
     "batch_loader",
+    "SliceBatchSampler",
+    "BatchRows",
     "collate_batch",
-    "normalize",
-    "pin_batch",
     "to_categorical",
+    "normalize",
     "to_tensors",
+    "pin_batch",
+    "FileChangedError",
 ]
