@@ -12,7 +12,9 @@ import re
 from typing import Any
 
 # A Sphinx role as it survives Markdown rendering: ":class:" then a code span or a name.
-RAW_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|exc|data|obj|ref|const|term):`?[\w.~]+")
+RAW_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|attr|mod|exc|data|obj|ref|const|term):`?[\w.~]+"
+)
 DOCTEST_FLAG = re.compile(r"doctest:\s*[+-][A-Z_]+")
 TAG = re.compile(r"<[^>]+>")
 
