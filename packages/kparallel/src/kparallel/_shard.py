@@ -17,6 +17,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 from torch.utils.data import Dataset, DistributedSampler
 
 from ._distributed import current_context
+from ._split import as_int
 
 __all__ = ["ShardedDataset", "ShardedSequence", "SizedIndexable", "shard"]
 
@@ -28,15 +29,6 @@ class SizedIndexable(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int, /) -> Any: ...
-
-
-def _int_arg(name: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
 
 
 def _refuse_sharded(data: object) -> None:
@@ -92,9 +84,9 @@ class ShardedDataset(Dataset[Any]):
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
-        world_size = _int_arg("world_size", world_size)
-        rank = _int_arg("rank", rank)
-        seed = _int_arg("seed", seed)
+        world_size = as_int("world_size", world_size)
+        rank = as_int("rank", rank)
+        seed = as_int("seed", seed)
         if world_size < 1:
             raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
         if not 0 <= rank < world_size:
@@ -131,7 +123,7 @@ class ShardedDataset(Dataset[Any]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` (matters with ``shuffle``; same call on every rank)."""
-        self.epoch = _int_arg("epoch", epoch)
+        self.epoch = as_int("epoch", epoch)
         self._indices = self._compute()
 
     def __len__(self) -> int:

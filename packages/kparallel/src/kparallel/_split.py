@@ -116,7 +116,8 @@ def batch_size_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | Non
     return size
 
 
-def _as_int(name: str, value: object) -> int:
+def as_int(name: str, value: object) -> int:
+    """`value` as an int (numpy integers too, bools refused), or a TypeError naming `name`."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {value!r}")
     try:
@@ -151,9 +152,9 @@ def split_sizes(batch: int, replicas: int, *, min_rows: int = 1) -> list[int]:
         >>> split_sizes(5, 3, min_rows=2)
         [3, 2]
     """
-    batch = _as_int("batch", batch)
-    replicas = _as_int("replicas", replicas)
-    min_rows = _as_int("min_rows", min_rows)
+    batch = as_int("batch", batch)
+    replicas = as_int("replicas", replicas)
+    min_rows = as_int("min_rows", min_rows)
     if batch < 0:
         raise ValueError(f"batch must be >= 0, got {batch}")
     if replicas < 1:

@@ -115,7 +115,6 @@ def _dot_source(
     depth: Any,
     graph: str,
     show_functional: bool,
-    notes: list[str],
 ) -> str:
     model, dpi_value = _check(model, rankdir, dpi, graph, depth)
     check_range(layer_range)
@@ -131,7 +130,8 @@ def _dot_source(
             trace = trace_model(model, example, functional=show_functional)
             note = unregistered_note(trace)
             if note:
-                notes.append(note)
+                # This function, then model_to_dot / plot_model, then the user's call.
+                warnings.warn(note, UserWarning, stacklevel=3)
         elif (
             is_script(model)
             or type(model).forward is nn.Sequential.forward
@@ -198,15 +198,11 @@ def model_to_dot(
         >>> text.count(" -> ")  # input -> 0 -> 1
         2
     """
-    notes: list[str] = []
-    source = _dot_source(
+    return _dot_source(
         model, show_shapes, show_dtype, show_layer_names, rankdir, expand_nested, dpi,
         layer_range, show_layer_activations, show_trainable, input_size, input_data,
-        dtypes, device, depth, graph, show_functional, notes,
+        dtypes, device, depth, graph, show_functional,
     )  # fmt: skip
-    for note in notes:
-        warnings.warn(note, UserWarning, stacklevel=2)
-    return source
 
 
 def plot_model(
@@ -296,14 +292,11 @@ def plot_model(
         True
     """
     fmt = file_format(to_file)
-    notes: list[str] = []
     source = _dot_source(
         model, show_shapes, show_dtype, show_layer_names, rankdir, expand_nested, dpi,
         layer_range, show_layer_activations, show_trainable, input_size, input_data,
-        dtypes, device, depth, graph, show_functional, notes,
+        dtypes, device, depth, graph, show_functional,
     )  # fmt: skip
-    for note in notes:
-        warnings.warn(note, UserWarning, stacklevel=2)
     path = render(source, to_file, fmt)
     logger.info("wrote %s (%s)", path, fmt)
     if fmt in ("dot", "pdf", "ps", "eps"):
