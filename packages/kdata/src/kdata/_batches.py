@@ -14,7 +14,7 @@ from torch.utils.data._utils.collate import default_collate
 import kregistry
 from kdata._convert import to_tensors
 from kdata._hdf5 import BatchRows, HDF5Dataset, HDF5Matrix, warn_random_on_compressed
-from kdata._order import epoch_order, resolve_seed, resolve_shard, shard
+from kdata._order import _as_int, epoch_order, resolve_seed, resolve_shard, shard
 
 __all__ = ["SliceBatchSampler", "batch_loader", "collate_batch"]
 
@@ -75,15 +75,7 @@ def chunk_order(
 
 
 def _positive(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int >= 1, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
+    return _as_int(value, name, minimum=1)
 
 
 class SliceBatchSampler(Sampler[Any]):
@@ -191,15 +183,7 @@ class SliceBatchSampler(Sampler[Any]):
 
     def set_epoch(self, epoch: int) -> None:
         """Set the number of the next epoch (it fixes the shuffle)."""
-        if isinstance(epoch, (bool, np.bool_)):
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        try:
-            epoch = operator.index(epoch)
-        except TypeError:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}") from None
-        if epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = _as_int(epoch, "epoch", minimum=0)
 
     def _batches(self) -> int:
         full, extra = divmod(int(self.length), self.batch_size)

@@ -328,10 +328,7 @@ class SequenceLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Set the number of the next epoch (it fixes the shuffle), as DistributedSampler."""
-        epoch = _as_int(epoch, "epoch")
-        if epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = _as_int(epoch, "epoch", minimum=0)
 
     def order(self, epoch: int | None = None) -> list[int]:
         """The batch indices this rank fetches in `epoch` (default: the next one).

@@ -31,14 +31,21 @@ logger = logging.getLogger("kdata")
 _SEED_LIMIT = 2**63
 
 
-def _as_int(value: Any, name: str) -> int:
-    """`value` as an int (numpy integers accepted; bools and floats refused)."""
+def _as_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """`value` as an int (numpy integers accepted; bools and floats refused: TypeError),
+    at least `minimum` when given (else ValueError)."""
+    wanted = "an int" if minimum is None else f"an int >= {minimum}"
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise TypeError(f"{name} must be {wanted}, got {value!r}")
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+        raise TypeError(
+            f"{name} must be {wanted}, got {value!r} ({type(value).__name__})"
+        ) from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return number
 
 
 def group_matches(rank: int, world_size: int) -> bool:
