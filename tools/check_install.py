@@ -3,8 +3,9 @@
     python tools/check_install.py [PACKAGE ...]
 
 For each package: a new venv, then the documented command
-`pip install ./packages/kregistry ./packages/<name>` (with torch pinned to the local
-CPU build by tools/constraints.txt), then checks that `pip check` is clean, the package
+`pip install ./packages/kregistry ./packages/<name>` (`./packages/<name>` alone for a
+package that does not depend on kregistry; torch pinned to the local CPU build by
+tools/constraints.txt), then checks that `pip check` is clean, the package
 imports with `__version__` equal to its metadata, the LICENSE file is in the installed
 distribution, and its console script (if any) answers `--help`. Exits non-zero on the
 first failure, naming the package and the step.
@@ -48,9 +49,12 @@ def check(package: str, scratch: Path) -> None:
     env = scratch / package
     venv.EnvBuilder(with_pip=True, clear=True).create(env)
     python = str(env / "bin" / "python")
-    targets = ["./packages/kregistry"] + (
-        [] if package == "kregistry" else [f"./packages/{package}"]
-    )
+    # kregistry's folder is named where the package depends on it (no index has it yet).
+    deps = project["project"]["dependencies"]
+    needs_registry = any(d.startswith("kutorch-kregistry") for d in deps)
+    targets = [f"./packages/{package}"]
+    if needs_registry:
+        targets.insert(0, "./packages/kregistry")
     print(f"check_install: {package}: pip install {' '.join(targets)}", flush=True)
     run(
         [python, "-m", "pip", "install", "-q", "-c", "tools/constraints.txt", *targets],
