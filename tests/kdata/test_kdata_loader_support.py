@@ -166,3 +166,10 @@ class BigShuffled(kdata.Sequence):
             self.x[:] = self.x[order]
         else:
             self.indices = self.indices[order]
+
+
+def abort_when_exiting(worker_id: int) -> None:
+    """worker_init_fn: the worker dies by SIGABRT as it exits (as a C++ runtime can)."""
+    from multiprocessing import util
+
+    util.Finalize(None, os.abort, exitpriority=100)

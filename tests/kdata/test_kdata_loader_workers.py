@@ -69,6 +69,26 @@ def test_an_error_stops_every_worker_before_it_is_raised(context, persistent):
 
 
 @pytest.mark.parametrize("context", CONTEXTS)
+def test_a_worker_dying_by_a_signal_while_stopped_does_not_hide_the_error(context):
+    # torch's SIGCHLD check raises "worker killed by signal" when a worker ends badly
+    # during shutdown; the user must still get the batch's own error, and no worker left.
+    from test_kdata_loader_support import abort_when_exiting
+
+    before = children()
+    loader = SequenceLoader(
+        FailingSequence(bad=3, batches=8),
+        num_workers=2,
+        multiprocessing_context=context,
+        worker_init_fn=abort_when_exiting,
+    )
+    with pytest.raises(ValueError, match="batch 3 of FailingSequence: ValueError: boom"):
+        for _ in loader:
+            pass
+    assert wait_gone(children() - before) == set()
+    loader.close()
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
 def test_close_stops_the_workers_of_a_running_epoch(tmp_path, context):
     before = children()
     loader = SequenceLoader(

@@ -629,9 +629,17 @@ _MISSING = object()
 def _stop(iterator: Any) -> None:
     """Stop a DataLoader iterator's worker processes (joined, or terminated if stuck)."""
     shutdown = getattr(iterator, "_shutdown_workers", None)
-    if shutdown is not None:
+    if shutdown is None:
+        return
+    try:
         shutdown()
-        logger.debug("stopped the worker processes")
+    except RuntimeError as error:
+        # torch's SIGCHLD check fires when a worker ends by a signal while it is being
+        # stopped (seen: a spawn worker's C++ runtime aborting as it exits). We asked it
+        # to stop, and torch's own clean-up (its `finally`) has still run and terminated
+        # what was left: that must not replace the error being raised, or fail close().
+        logger.debug("a worker ended abnormally while being stopped: %s", error)
+    logger.debug("stopped the worker processes")
 
 
 def _overrides_epoch_end(sequence: object) -> bool:
