@@ -26,7 +26,7 @@ from kdata._h5file import (
     open_checked,
 )
 from kdata._order import _as_int
-from kdata._rows import RowPlan, has_array_index, plan_rows, split_key
+from kdata._rows import RowPlan, checked_rows, has_array_index, plan_rows, split_key
 
 __all__ = ["HDF5Matrix", "HDF5Dataset", "BatchRows"]
 
@@ -394,7 +394,7 @@ class HDF5Matrix(Dataset[Any]):
                     return self._reader.read_range(self.start + first, self.start + stop)
         elif type(key) is np.ndarray and key.ndim == 1 and key.dtype.kind in "iu":
             # the keys of a shuffling sampler: one gather in the asked order
-            return self._gather(_checked_rows(key, self.end - self.start))
+            return self._gather(checked_rows(key, self.end - self.start))
         row_key, rest, whole = split_key(key)
         plan = plan_rows(row_key, len(self))
         block = self._read(plan)
@@ -514,19 +514,6 @@ def warn_random_on_compressed(dataset: Any, stacklevel: int) -> None:
         return
 
 
-def _checked_rows(key: np.ndarray[Any, Any], length: int) -> np.ndarray[Any, Any]:
-    """A 1-D integer index array checked against ``length`` rows, negatives wrapped."""
-    rows = key.astype(np.int64, copy=False)
-    if rows.size:
-        low, high = int(rows.min()), int(rows.max())
-        if low < -length or high >= length:
-            bad = low if low < -length else high
-            raise IndexError(f"index {bad} is out of bounds for axis 0 with size {length}")
-        if low < 0:
-            rows = np.where(rows < 0, rows + length, rows)
-    return rows
-
-
 def _batch_plan(indices: Any, length: int) -> RowPlan:
     """The plan of a DataLoader batch: a range for a run of consecutive ints (the default
     sampler's batches, no array conversion), else the checked rows in the asked order
@@ -547,7 +534,7 @@ def _batch_plan(indices: Any, length: int) -> RowPlan:
         raise IndexError(
             f"indices must be a 1-D sequence of ints (one per sample), got {indices!r}"
         )
-    return RowPlan("rows", slice(None), rows=_checked_rows(array, length))
+    return RowPlan("rows", slice(None), rows=checked_rows(array, length))
 
 
 def _cache_size(value: int | None) -> int | None:
@@ -744,7 +731,7 @@ class HDF5Dataset(Dataset[Any]):
 
     def __getitem__(self, key: Any) -> Any:
         if type(key) is np.ndarray and key.ndim == 1 and key.dtype.kind in "iu":
-            rows = _checked_rows(key, len(self))  # a shuffling sampler's keys
+            rows = checked_rows(key, len(self))  # a shuffling sampler's keys
             return self._pack([matrix._gather(rows) for matrix in self.matrices])
         plan, blocks = self._blocks(key)
         parts = [block[plan.local] for block in blocks]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RowPlan", "has_array_index", "plan_rows", "split_key"]
+__all__ = ["RowPlan", "checked_rows", "has_array_index", "plan_rows", "split_key"]
 
 _VALID = (
     "only integers, slices (`:`), ellipsis (`...`), None, lists and integer or boolean "
@@ -96,6 +96,19 @@ def _as_index_array(key: Any) -> np.ndarray[Any, Any] | None:
     return None
 
 
+def checked_rows(key: np.ndarray[Any, Any], length: int) -> np.ndarray[Any, Any]:
+    """A 1-D integer index array checked against `length` rows, negatives wrapped."""
+    rows = key.astype(np.int64, copy=False)
+    if rows.size:
+        low, high = int(rows.min()), int(rows.max())
+        if low < -length or high >= length:
+            bad = low if low < -length else high
+            raise IndexError(f"index {bad} is out of bounds for axis 0 with size {length}")
+        if low < 0:
+            rows = np.where(rows < 0, rows + length, rows)
+    return rows
+
+
 def plan_rows(key: Any, length: int) -> RowPlan:
     """Resolve a row key against a view of ``length`` rows, with numpy's rules.
 
@@ -139,14 +152,7 @@ def plan_rows(key: Any, length: int) -> RowPlan:
         raise IndexError(f"index array of dtype {array.dtype}: {_VALID}")
     if array.ndim == 0:
         return plan_rows(int(array), length)
-    flat = array.astype(np.int64, copy=False).reshape(-1)
-    if flat.size:
-        low, high = int(flat.min()), int(flat.max())
-        if low < -length or high >= length:
-            bad = low if low < -length else high
-            raise IndexError(f"index {bad} is out of bounds for axis 0 with size {length}")
-        if low < 0:
-            flat = np.where(flat < 0, flat + length, flat)
+    flat = checked_rows(array.reshape(-1), length)
     if flat.size <= 1 or bool(np.all(flat[1:] > flat[:-1])):
         # already sorted and unique: the block read is the answer
         local: Any = slice(None) if array.ndim == 1 else np.arange(flat.size).reshape(array.shape)
