@@ -523,11 +523,9 @@ class Reader:
         if span == count:
             return self.read_range(first, last + 1)
         source = self.source()
-        if self.use_mmap:
-            gathered: np.ndarray[Any, Any] = source[rows]  # fancy indexing copies
-            return gathered
-        if self.info.compressed and self.info.chunks is not None:
-            return self._gather_chunked(rows)
+        direct = self._gather_direct(source, rows)
+        if direct is not None:
+            return direct
         if span <= 2 * count + 64:
             # nearly contiguous: one range read and a gather beat HDF5's point selection
             block = self.read_range(first, last + 1)
@@ -544,17 +542,26 @@ class Reader:
         A memory map gathers directly; compressed chunks come from the decompressed
         chunk-rows; other layouts are read sorted and unique through h5py, then reordered.
         """
-        source = self.source()
-        if self.use_mmap:
-            gathered: np.ndarray[Any, Any] = source[rows]  # fancy indexing copies
-            return gathered
-        if self.info.compressed and self.info.chunks is not None:
-            return self._gather_chunked(rows)
+        direct = self._gather_direct(self.source(), rows)
+        if direct is not None:
+            return direct
         if len(rows) <= 1 or bool(np.all(rows[1:] > rows[:-1])):
             return self.read_sorted(rows)
         unique, inverse = np.unique(rows, return_inverse=True)
         block: np.ndarray[Any, Any] = self.read_sorted(unique)[inverse]
         return block
+
+    def _gather_direct(
+        self, source: Any, rows: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any] | None:
+        """The layouts that gather rows in any order themselves, else None: a memory
+        map (fancy indexing copies) and compressed chunks (from decompressed chunk-rows)."""
+        if self.use_mmap:
+            gathered: np.ndarray[Any, Any] = source[rows]
+            return gathered
+        if self.info.compressed and self.info.chunks is not None:
+            return self._gather_chunked(rows)
+        return None
 
     def _chunk_block(self, chunk: int) -> np.ndarray[Any, Any]:
         """The rows of chunk-row ``chunk``, decompressed once and kept while they fit the
