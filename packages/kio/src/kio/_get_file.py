@@ -25,6 +25,7 @@ from kio._cache import (
     is_offline,
     prepare_datadir,
 )
+from kio._checks import check_int
 from kio._download import FetchOptions, fetch, local_path_of
 from kio._errors import OfflineError
 from kio._hashing import HashFactory, hash_algorithm_name, hash_file, resolve_expected
@@ -72,19 +73,6 @@ def _check_fname(fname: object, origin: str) -> str:
             f"fname must be a str, a path or None, got {fname!r} ({type(fname).__name__})"
         )
     return os.fspath(fname)
-
-
-def _check_int(value: object, argument: str, minimum: int) -> int:
-    """An int (or int-like: numpy integers too) >= ``minimum``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{argument} must be an int >= {minimum}, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{argument} must be an int >= {minimum}, got {value!r}")
-    return int(number)
 
 
 def _check_seconds(value: object, argument: str, *, allow_zero: bool) -> float:
@@ -376,7 +364,7 @@ def get_file(
         name = _check_fname(fname, origin)
         if unsafe not in ("raise", "skip"):
             raise ValueError(f"unsafe must be 'raise' or 'skip', got {unsafe!r}")
-        retries = _check_int(retries, "retries", 0)
+        retries = check_int(retries, "retries", 0)
         backoff = _check_seconds(backoff, "backoff", allow_zero=True)
         checked_timeout = _check_timeout(timeout)
         if lock_timeout is not None:

@@ -15,12 +15,12 @@ Expected digests may carry their algorithm as a prefix, as pooch writes them:
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import kregistry
+from kio._checks import check_int
 
 __all__ = [
     "Hasher",
@@ -249,7 +249,8 @@ def hash_file(
         >>> hash_file("/dev/null", "md5")
         'd41d8cd98f00b204e9800998ecf8427e'
     """
-    size = _chunk_size(chunk_size)
+    # At least 1: a zero-sized buffer would read nothing and give the empty digest.
+    size = check_int(chunk_size, "chunk_size", 1)
     factory = resolve_hash_algorithm(algorithm)
     hasher = factory()
     buffer = bytearray(size)
@@ -261,20 +262,6 @@ def hash_file(
                 break
             hasher.update(view[:count])
     return hasher.hexdigest().lower()
-
-
-def _chunk_size(chunk_size: object) -> int:
-    """``chunk_size`` as an int >= 1 (any int-like, numpy integers included)."""
-    try:
-        if isinstance(chunk_size, bool):
-            raise TypeError
-        size = operator.index(chunk_size)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}") from None
-    if size < 1:
-        # A zero-sized buffer would read nothing and return the digest of empty input.
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-    return size
 
 
 def resolve_expected(
@@ -330,4 +317,4 @@ def validate_file(
         True
     """
     expected, factory = resolve_expected(file_hash, algorithm)
-    return hash_file(fpath, factory, chunk_size=max(_chunk_size(chunk_size), 1)) == expected
+    return hash_file(fpath, factory, chunk_size=chunk_size) == expected
