@@ -18,7 +18,6 @@ guard, notebooks' exec'd cells and doc runners; a fresh ``python -c`` has no suc
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import pickle
 import shutil
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._split import as_int
 
 __all__ = ["free_port", "launch"]
 
@@ -182,16 +183,9 @@ def launch(
         >>> launch(operator.add, 2, args=(1, 2), env={"OMP_NUM_THREADS": "1"})
         [3, 3]
     """
-    if isinstance(nprocs, bool):
-        raise TypeError(f"nprocs must be an int >= 1, got {nprocs!r}")
-    try:
-        nprocs = operator.index(nprocs)
-    except TypeError:
-        raise TypeError(f"nprocs must be an int >= 1, got {nprocs!r}") from None
-    if nprocs < 1:
-        raise ValueError(f"nprocs must be an int >= 1, got {nprocs!r}")
+    nprocs = as_int("nprocs", nprocs, minimum=1)
     if master_port is not None:
-        master_port = operator.index(master_port)
+        master_port = as_int("master_port", master_port, minimum=0)
     if getattr(fn, "__module__", None) == "__main__":
         raise ValueError(
             f"launch(fn={getattr(fn, '__name__', fn)!r}): fn is defined in __main__, which the "

@@ -116,14 +116,21 @@ def batch_size_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | Non
     return size
 
 
-def as_int(name: str, value: object) -> int:
-    """`value` as an int (numpy integers too, bools refused), or a TypeError naming `name`."""
+def as_int(name: str, value: object, minimum: int | None = None) -> int:
+    """`value` as an int (numpy integers too, bools refused), or a TypeError naming `name`;
+    below `minimum` (when given) a ValueError."""
+    wanted = "an int" if minimum is None else f"an int >= {minimum}"
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise TypeError(f"{name} must be {wanted}, got {value!r}")
     try:
-        return operator.index(value)  # type: ignore[arg-type]
+        number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+        raise TypeError(
+            f"{name} must be {wanted}, got {value!r} ({type(value).__name__})"
+        ) from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return number
 
 
 def split_sizes(batch: int, replicas: int, *, min_rows: int = 1) -> list[int]:
