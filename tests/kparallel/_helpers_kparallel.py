@@ -187,3 +187,27 @@ def group_rank() -> tuple[int, str]:
     with kp.distributed() as ctx:
         kp.barrier()
         return ctx.rank, os.environ["MASTER_PORT"]
+
+
+def exit_work(folder: str) -> int:
+    """Leave work for the worker's exit: an exit handler, unflushed output, a log file."""
+    import atexit
+    import logging
+    import sys
+
+    rank = int(os.environ["RANK"])
+    atexit.register(lambda: open(os.path.join(folder, f"atexit{rank}"), "w").close())
+    log = logging.getLogger(f"kparallel-test-exit-{rank}")
+    log.addHandler(logging.FileHandler(os.path.join(folder, f"log{rank}"), delay=True))
+    log.warning("logged by rank %d", rank)
+    sys.stdout.write(f"unflushed output of rank {rank}")  # no newline, no flush
+    return rank
+
+
+def ddp_step_and_return() -> int:
+    """One DDP step, then return with the model's group threads still alive (DDP holds them)."""
+    ctx = kp.init_distributed()
+    ddp = kp.wrap_ddp(nn.Linear(4, 1))
+    ddp(torch.randn(3, 4)).sum().backward()
+    kp.reduce_metrics({"rank": float(ctx.rank)})
+    return ctx.rank
