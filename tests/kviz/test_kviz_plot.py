@@ -209,6 +209,29 @@ def test_missing_dot_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (tmp_path / "model.dot").read_text().startswith('digraph "Sequential"')
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"\x7fELF not really a program", b"#!/no/such/interpreter\n"],
+    ids=["not-a-program", "missing-interpreter"],
+)
+def test_a_dot_that_cannot_run_is_a_graphviz_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    dot = bin_dir / "dot"
+    dot.write_bytes(content)
+    dot.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    target = tmp_path / "out" / "model.png"
+    target.parent.mkdir()
+    with pytest.raises(GraphvizNotFoundError, match="cannot be run") as info:
+        plot_model(chain3(), target)
+    assert str(dot) in str(info.value) and "apt-get install graphviz" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+    assert list(target.parent.iterdir()) == []  # nothing half-written
+
+
 @needs_dot
 def test_returns_an_ipython_image_when_ipython_is_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

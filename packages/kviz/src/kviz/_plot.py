@@ -281,7 +281,7 @@ def plot_model(
         TypeError: an argument of the wrong type.
         ValueError: a bad argument value (each message names the argument).
         kviz.ForwardError: the forward pass failed on the example input.
-        kviz.GraphvizNotFoundError: a format other than .dot and no `dot` program.
+        kviz.GraphvizNotFoundError: a format other than .dot and no runnable `dot` program.
         FileNotFoundError: the folder of `to_file` does not exist.
 
     Examples:

@@ -36,7 +36,7 @@ INSTALL_HINT = (
 
 
 class GraphvizNotFoundError(FileNotFoundError):
-    """Graphviz's ``dot`` program is not installed (or not on PATH)."""
+    """Graphviz's ``dot`` program is not installed, not on PATH, or cannot be run."""
 
 
 def file_format(to_file: str | os.PathLike[str]) -> str:
@@ -75,7 +75,8 @@ def render(source: str, to_file: str | os.PathLike[str], fmt: str) -> Path:
 
     Raises:
         FileNotFoundError: the folder of ``to_file`` does not exist.
-        GraphvizNotFoundError: ``fmt`` needs Graphviz and ``dot`` is not on PATH.
+        GraphvizNotFoundError: ``fmt`` needs Graphviz and ``dot`` is not on PATH, or the
+            one found there cannot be run.
         RuntimeError: ``dot`` failed (its message is included).
     """
     path = Path(os.fspath(to_file))
@@ -92,9 +93,15 @@ def render(source: str, to_file: str | os.PathLike[str], fmt: str) -> Path:
             f"writing {str(to_file)!r} as {fmt} needs Graphviz's `dot` program, which was not "
             f"found on PATH. {INSTALL_HINT}"
         )
-    proc = subprocess.run(
-        [exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, check=False
-    )
+    try:
+        proc = subprocess.run(
+            [exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, check=False
+        )
+    except OSError as exc:  # found but not runnable: wrong binary, no permission, bad link
+        raise GraphvizNotFoundError(
+            f"writing {str(to_file)!r} as {fmt} needs Graphviz's `dot` program; the one found "
+            f"on PATH at {exe!r} cannot be run ({exc.strerror or exc}). {INSTALL_HINT}"
+        ) from exc
     if proc.returncode != 0:
         message = proc.stderr.decode("utf-8", "replace").strip()
         raise RuntimeError(f"Graphviz `dot -T{fmt}` failed ({proc.returncode}): {message}")
