@@ -86,6 +86,31 @@ def test_plot_command_dot_from_the_current_folder(tmp_path: Path) -> None:
     assert "0: Linear" in text and "1: Tanh" in text
 
 
+@pytest.mark.parametrize("spelling", ["scalar", "()"])
+def test_a_0d_input_and_a_0d_input_beside_another(tmp_path: Path, spelling: str) -> None:
+    (tmp_path / "scalars.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Scale(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(1, 2)\n"
+        "    def forward(self, t, x=None):\n"
+        "        out = self.fc(t.reshape(1, 1))\n"
+        "        return out if x is None else out * x\n"
+    )
+    proc = run("summary", "scalars:Scale", "--input-size", spelling, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert any(
+        line.startswith("fc (Linear)") and "[1, 2]" in line for line in proc.stdout.splitlines()
+    )
+    proc = run(
+        "plot", "scalars:Scale", "-o", "m.dot", "--show-shapes",
+        "--input-size", spelling, "--input-size", "1,2", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Linear" in (tmp_path / "m.dot").read_text()
+
+
 def test_usage_error_exits_2(tmp_path: Path) -> None:
     proc = run("summary", "_models_kviz:missing", cwd=tmp_path)
     assert proc.returncode == 2

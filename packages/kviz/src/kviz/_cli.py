@@ -88,12 +88,18 @@ def load_model(spec: str) -> nn.Module:
 
 
 def _shape(text: str) -> tuple[int, ...]:
+    if text.strip() in ("()", "scalar"):
+        return ()  # a 0-d input
     try:
         dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a shape like 1,3,32,32: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not a shape like 1,3,32,32 (or 'scalar' for a 0-d input): {text!r}"
+        ) from None
     if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"not a shape of positive sizes: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"not a shape of positive sizes (or 'scalar' for a 0-d input): {text!r}"
+        )
     return dims
 
 
@@ -128,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
             type=_shape,
             action="append",
             metavar="SHAPE",
-            help="example input shape, batch included, e.g. 1,3,32,32 (repeat per input)",
+            help="example input shape, batch included, e.g. 1,3,32,32, or 'scalar' for a 0-d "
+            "input (repeat per input)",
         )
         p.add_argument("--dtypes", type=_dtypes, help="dtypes of the inputs, e.g. float32,int64")
         p.add_argument("--device", help="device for the example input (e.g. cpu, cuda:0)")
@@ -179,7 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kviz: error: {exc}", file=sys.stderr)
         return exc.status
     sizes = args.input_size
-    input_size: Any = None if not sizes else (sizes[0] if len(sizes) == 1 else sizes)
+    # One shape is passed as a shape; several, or a 0-d one, as a list of shapes.
+    input_size: Any = sizes
+    if sizes and len(sizes) == 1 and sizes[0]:
+        input_size = sizes[0]
     try:
         if args.command == "summary":
             print_summary(
