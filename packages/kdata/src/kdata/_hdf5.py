@@ -540,10 +540,7 @@ def _batch_plan(indices: Any, length: int) -> RowPlan:
 def _cache_size(value: int | None) -> int | None:
     if value is None:
         return None
-    value = _as_int(value, "chunk_cache_bytes")
-    if value < 0:
-        raise ValueError(f"chunk_cache_bytes must be >= 0, got {value}")
-    return value
+    return _as_int(value, "chunk_cache_bytes", minimum=0)
 
 
 class HDF5Dataset(Dataset[Any]):

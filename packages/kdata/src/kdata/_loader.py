@@ -256,9 +256,7 @@ class SequenceLoader:
                 f"sequence must have __getitem__ and __len__ (a kdata.Sequence), got "
                 f"{type(sequence).__name__}"
             )
-        num_workers = _as_int(num_workers, "num_workers")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        num_workers = _as_int(num_workers, "num_workers", minimum=0)
         if prefetch_factor is not None:
             prefetch_factor = _as_int(prefetch_factor, "prefetch_factor")
         for name, flag in (
