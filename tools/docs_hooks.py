@@ -11,10 +11,10 @@ import html
 import re
 from typing import Any
 
-# A Sphinx role as it survives Markdown rendering: ":class:" then a code span or a name.
-RAW_ROLE = re.compile(
-    r":(?:py:)?(?:class|func|meth|attr|mod|exc|data|obj|ref|const|term):`?[\w.~]+"
-)
+# The Sphinx roles that docstrings must not use (tests/docs/test_docstrings.py shares it).
+ROLES = r":(?:py:)?(?:class|func|meth|attr|mod|exc|data|obj|ref|const|term):"
+# A role as it survives Markdown rendering: ":class:" then a code span or a name.
+RAW_ROLE = re.compile(ROLES + r"`?[\w.~]+")
 DOCTEST_FLAG = re.compile(r"doctest:\s*[+-][A-Z_]+")
 TAG = re.compile(r"<[^>]+>")
 
