@@ -29,7 +29,6 @@ __all__ = [
     "resolve_hash_algorithm",
     "hash_algorithm_name",
     "hash_file",
-    "normalize_hash",
     "parse_hash",
     "check_digest_length",
     "resolve_expected",
@@ -129,18 +128,6 @@ def parse_hash(file_hash: object, argument: str = "file_hash") -> tuple[str | No
             f"'<algorithm>:' as in 'sha256:<hex>', got {file_hash!r}"
         )
     return algorithm, value
-
-
-def normalize_hash(file_hash: object, argument: str = "file_hash") -> str:
-    """Check that ``file_hash`` is a hex digest str; return the digest, lower-cased.
-
-    A pooch-style ``"<algorithm>:"`` prefix is accepted and dropped.
-
-    Raises:
-        TypeError: ``file_hash`` is not a str.
-        ValueError: it is empty or holds a character that is not a hex digit.
-    """
-    return parse_hash(file_hash, argument)[1]
 
 
 def _digest_length(factory: HashFactory) -> int | None:
