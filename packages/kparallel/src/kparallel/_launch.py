@@ -137,7 +137,7 @@ _OMP_NOTICE = (
 )
 
 
-def _agent_store(host: str, port: int, nprocs: int) -> Any:
+def _agent_store(host: str, port: int) -> Any:
     """The rendezvous store, served by this (parent) process, as torchrun's agent does.
 
     The children connect to it as clients (``TORCHELASTIC_USE_AGENT_STORE=True``), so no
@@ -228,7 +228,7 @@ def launch(
     if "OMP_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in extra and nprocs > 1:
         warnings.warn(_OMP_NOTICE, UserWarning, stacklevel=2)
         extra["OMP_NUM_THREADS"] = "1"
-    store = _agent_store(master_addr, 0 if master_port is None else master_port, nprocs)
+    store = _agent_store(master_addr, 0 if master_port is None else master_port)
     try:
         port = int(store.port)
         logger.info(
@@ -237,12 +237,12 @@ def launch(
             master_addr,
             port,
         )
-        return _run_once(call, nprocs, master_addr, port, extra, timeout)
+        return _run(call, nprocs, master_addr, port, extra, timeout)
     finally:
         del store  # closes the rendezvous server
 
 
-def _run_once(
+def _run(
     call: bytes,
     nprocs: int,
     master_addr: str,
