@@ -40,10 +40,4 @@ def user_stacklevel() -> int:
 
 def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn(message, category)`` attributed to the user's calling line."""
-    # One more level than user_stacklevel() would compute here: this function itself.
-    frame = sys._getframe(1)
-    level = 2
-    while frame is not None and _is_internal(frame):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    warnings.warn(message, category, stacklevel=level)
+    warnings.warn(message, category, stacklevel=user_stacklevel())
