@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import kregistry
-from kio._log import warn_caller
+from kio._log import logger, warn_caller
 
 __all__ = [
     "ARCHIVE_NAMESPACE",
@@ -76,8 +76,6 @@ TEMP_PREFIX = ".kio-extract-"
 # A temporary folder of another host (or of a process whose liveness cannot be checked)
 # is removed as stale only once it is this old.
 STALE_AFTER_S = 24 * 3600.0
-
-_log = logging.getLogger("kio")
 
 
 class UnsafeArchiveError(ValueError):
@@ -311,8 +309,8 @@ class _Guard:
             self.links_written = True
         if parts:
             self.placed[parts] = _Placed(kind, size, link)
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("extracting member %r (%s) of %s", "/".join(parts), kind, self.archive)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("extracting member %r (%s) of %s", "/".join(parts), kind, self.archive)
 
     def verify(self) -> None:
         """Raise when a member extracted into the temporary folder is no longer there."""
@@ -513,14 +511,14 @@ def _finish_log(guard: _Guard) -> None:
     if guard.skipped:
         shown = ", ".join(repr(name) for name in guard.skipped[:10])
         more = f" and {len(guard.skipped) - 10} more" if len(guard.skipped) > 10 else ""
-        _log.info(
+        logger.info(
             "skipped %d unsafe member(s) of %s (unsafe='skip'): %s%s",
             len(guard.skipped),
             guard.archive,
             shown,
             more,
         )
-    _log.debug("extracted %d member(s) of %s", guard.count, guard.archive)
+    logger.debug("extracted %d member(s) of %s", guard.count, guard.archive)
 
 
 # The built-in formats: Keras's "module objects", never stored in the user's custom
@@ -688,7 +686,7 @@ def clean_stale_temps(folder: str, archive_name: str) -> list[str]:
             if len(fields) != 3 or fields[0] != tag:
                 continue
             if _is_stale(entry.path, fields[1]):
-                _log.info("removing the stale extraction folder %s", entry.path)
+                logger.info("removing the stale extraction folder %s", entry.path)
                 remove_tree(entry.path)
                 removed.append(name)
     return removed
@@ -757,7 +755,7 @@ def extract_to_folder(
     archive_name = os.path.basename(file_path)
     temp = tempfile.mkdtemp(prefix=f"{_temp_tag(archive_name)}.{_temp_owner()}.", dir=path)
     trash = temp + ".old"
-    _log.info("extracting %s into %s", file_path, path)
+    logger.info("extracting %s into %s", file_path, path)
     try:
         try:
             for fmt in formats:
@@ -808,7 +806,7 @@ def extract_to_folder(
                     f"{counts[name]}, found {found}); was it changed by another process?",
                 )
         total = [sum(column) for column in zip(*counts.values(), strict=True)] or [0, 0, 0, 0]
-        _log.info(
+        logger.info(
             "extracted %s: %d top-level entries, %d files, %d folders, %d links, %d bytes",
             file_path,
             len(entries),
