@@ -30,14 +30,6 @@ def _record(text: str) -> str:
     return out
 
 
-def _shapes(shapes: object) -> str:
-    if shapes is None:
-        return "?"
-    if isinstance(shapes, list):
-        return format_shape(shapes) if shapes else "?"
-    return format_shape(shapes)
-
-
 def activation_name(module: nn.Module | None) -> str | None:
     """A layer's activation, as Keras's ``show_layer_activations`` shows it: an activation
     module's own name (``relu`` for ``nn.ReLU``), a layer's ``activation`` attribute
@@ -100,7 +92,7 @@ def _node_line(node: Node, calls: int, show_layer_names: bool, options: dict[str
     if options["shapes"]:
         ins = node.in_shapes
         in_text = ", ".join(format_shape(s) for s in ins) if ins else "?"
-        out_text = _shapes(node.out_shapes)
+        out_text = format_shape(node.out_shapes)
         fields.append(f"{{input:|output:}}|{{{{{_record(in_text)}}}|{{{_record(out_text)}}}}}")
     label = "|".join(fields)
     return (
