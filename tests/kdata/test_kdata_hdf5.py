@@ -33,6 +33,7 @@ KEYS = [
     [],
     np.array([[1, 2], [3, 1]]),
     np.array([7]),
+    np.array([9, -2, 9, 0], dtype=np.int32),  # a shuffling sampler's key: one gather
     (slice(1, 6), 2),
     (2, slice(None, None, -1)),
     ([0, 3, 3], [2, 0, 1]),

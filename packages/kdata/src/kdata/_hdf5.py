@@ -392,7 +392,7 @@ class HDF5Matrix(Dataset[Any]):
                 first, stop, _ = key.indices(self.end - self.start)
                 if first < stop:
                     return self._reader.read_range(self.start + first, self.start + stop)
-        elif type(key) is np.ndarray and key.ndim == 1 and key.dtype.kind in "iu":
+        if type(key) is np.ndarray and key.ndim == 1 and key.dtype.kind in "iu":
             # the keys of a shuffling sampler: one gather in the asked order
             return self._gather(checked_rows(key, self.end - self.start))
         row_key, rest, whole = split_key(key)
