@@ -57,6 +57,7 @@ from typing import Any, Literal
 
 import kregistry
 from kio._log import logger, warn_caller
+from kio._state import TEMP_PREFIX
 
 __all__ = [
     "ARCHIVE_NAMESPACE",
@@ -72,7 +73,6 @@ __all__ = [
 ARCHIVE_NAMESPACE = "kio.archive"
 Unsafe = Literal["raise", "skip"]
 ArchiveFormat = Callable[[str, str, str], bool]
-TEMP_PREFIX = ".kio-extract-"
 # A temporary folder of another host (or of a process whose liveness cannot be checked)
 # is removed as stale only once it is this old.
 STALE_AFTER_S = 24 * 3600.0

@@ -8,7 +8,7 @@ import os
 import tempfile
 
 from kio._log import warn_caller
-from kio._state import STATE_DIR
+from kio._state import STATE_DIR, TEMP_PREFIX
 
 __all__ = [
     "default_cache_dir",
@@ -20,9 +20,6 @@ __all__ = [
     "ENV_OFFLINE",
 ]
 
-# Extraction temporaries are named ".kio-extract-<archive>-<random>"; refusing the
-# prefix keeps the stale-temporary cleanup away from the user's files.
-_RESERVED_PREFIX = ".kio-extract-"
 # Bytes that kio appends to a stored name for its side files (".part.json",
 # ".extracted.json", extraction temporaries): a name must leave room for them.
 SIDE_SUFFIX_BYTES = 15
@@ -102,10 +99,12 @@ def _check_inside(value: str, argument: str) -> list[str]:
             raise ValueError(
                 f"{argument} must stay inside the cache folder (no '..' component), got {value!r}"
             )
-        if part == STATE_DIR or part.startswith(_RESERVED_PREFIX):
+        # Refusing the temporaries' prefix keeps the stale-temporary cleanup away from
+        # the user's files.
+        if part == STATE_DIR or part.startswith(TEMP_PREFIX):
             raise ValueError(
                 f"{argument} must not use the name {part!r}: kio keeps its own state "
-                f"there ({STATE_DIR!r} and {_RESERVED_PREFIX!r}... are reserved), got {value!r}"
+                f"there ({STATE_DIR!r} and {TEMP_PREFIX!r}... are reserved), got {value!r}"
             )
         if "\0" in part:
             raise ValueError(f"{argument} must not contain a NUL character, got {value!r}")

@@ -24,9 +24,20 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["STATE_DIR", "StatePaths", "FileIdentity", "read_json", "write_json", "remove_quietly"]
+__all__ = [
+    "STATE_DIR",
+    "TEMP_PREFIX",
+    "StatePaths",
+    "FileIdentity",
+    "read_json",
+    "write_json",
+    "remove_quietly",
+]
 
 STATE_DIR = ".kio"
+# Extraction temporaries, beside the extracted entries: ".kio-extract-<archive>-<hash>...".
+# A name kio reserves, like STATE_DIR (the stale-temporary cleanup removes them).
+TEMP_PREFIX = ".kio-extract-"
 
 
 @dataclass(frozen=True)
