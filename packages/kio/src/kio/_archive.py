@@ -125,6 +125,11 @@ def _is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _is_absolute(unified: str) -> bool:
+    """Whether a name with `/` separators is absolute (`/x`, `//host/x`) or has a drive."""
+    return unified.startswith("/") or (len(unified) > 1 and unified[1] == ":")
+
+
 def _lexical_problem(name: str) -> str | None:
     """Why a member name is unsafe on its own (absolute, drive, `..`), else None."""
     if not name:
@@ -132,7 +137,7 @@ def _lexical_problem(name: str) -> str | None:
     if "\0" in name:
         return "has a NUL character in its name"
     unified = name.replace("\\", "/")
-    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+    if _is_absolute(unified):
         return "has an absolute path"
     if ".." in unified.split("/"):
         return "has a '..' component, which could lead outside the target folder"
@@ -158,7 +163,7 @@ def _symlink_problem(folder: tuple[str, ...], link: str) -> str | None:
     if "\0" in link:
         return "is a link with a NUL character in its target"
     unified = link.replace("\\", "/")
-    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+    if _is_absolute(unified):
         return f"is a link to an absolute path {link!r}, outside the target folder"
     climbs = 0
     named = False
