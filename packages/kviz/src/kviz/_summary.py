@@ -166,8 +166,8 @@ class _Counter:
     def __init__(self) -> None:
         self.seen: set[int] = set()
 
-    def take(self, module: nn.Module, recurse: bool) -> tuple[int | None, int, int, int, str]:
-        """(counted, shared, bytes, trainable flag basis, trainable text) of a row."""
+    def take(self, module: nn.Module, recurse: bool) -> tuple[int | None, int, int, str]:
+        """(counted, shared, bytes, trainable text) of a row."""
         new = shared = nbytes = trainable = held = 0
         lazy = False
         for p in module.parameters(recurse=recurse):
@@ -185,23 +185,23 @@ class _Counter:
             new += n
             nbytes += p.nbytes
         if lazy:
-            return None, shared, nbytes, 0, "?"
-        return new, shared, nbytes, trainable, _trainable(held, trainable)
+            return None, shared, nbytes, "?"
+        return new, shared, nbytes, _trainable(held, trainable)
 
 
 def _row(
     name: str,
     type_name: str,
     shape: str,
-    counted: tuple[int | None, int, int, int, str],
+    counted: tuple[int | None, int, int, str],
     connected: tuple[str, ...],
     level: int,
 ) -> SummaryRow:
-    params, shared, nbytes, _, trainable = counted
+    params, shared, nbytes, trainable = counted
     return SummaryRow(name, type_name, shape, params, trainable, connected, level, shared, nbytes)
 
 
-_NONE = (0, 0, 0, 0, "-")
+_NONE = (0, 0, 0, "-")
 
 
 def _traced_rows(
