@@ -12,12 +12,12 @@ from collections.abc import Sequence as AbcSequence
 from typing import Any, overload
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 from torch.utils.data._utils import collate as _collate
 
 import kregistry
 from kdata._categorical import normalize
+from kdata._convert import _array_to_tensor
 from kdata._h5file import (
     LazyFile,
     Reader,
@@ -138,33 +138,24 @@ def _numeric_block(array: Any) -> bool:
     return isinstance(array, np.ndarray) and array.dtype.kind in "biufc"
 
 
-def _as_tensor(array: np.ndarray[Any, Any]) -> torch.Tensor:
-    if array.flags.writeable and array.dtype.isnative:
-        try:
-            return torch.from_numpy(array)
-        except (TypeError, ValueError):
-            pass
-    return torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), order="C"))
-
-
 def _collate_rows(batch: Any, *, collate_fn_map: Any = None) -> Any:
     """torch's default collate for `_Row`: the whole block at once, or row by row."""
     if type(batch) is BatchRows and _numeric_block(batch.batch):
-        return _as_tensor(batch.batch)
+        return _array_to_tensor(batch.batch, False)
     return _collate.collate([np.asarray(row) for row in batch], collate_fn_map=collate_fn_map)
 
 
 def _collate_samples(batch: Any, *, collate_fn_map: Any = None) -> Any:
     """torch's default collate for `_Sample`: a list of tensors, as torch gives for tuples."""
     if type(batch) is BatchRows and all(_numeric_block(part) for part in batch.batch):
-        return [_as_tensor(part) for part in batch.batch]
+        return [_array_to_tensor(part, False) for part in batch.batch]
     return _collate.collate([tuple(sample) for sample in batch], collate_fn_map=collate_fn_map)
 
 
 def _collate_sample_dicts(batch: Any, *, collate_fn_map: Any = None) -> Any:
     """torch's default collate for `_SampleDict`: a dict of tensors."""
     if type(batch) is BatchRows and all(_numeric_block(p) for p in batch.batch.values()):
-        return {key: _as_tensor(part) for key, part in batch.batch.items()}
+        return {key: _array_to_tensor(part, False) for key, part in batch.batch.items()}
     return _collate.collate([dict(sample) for sample in batch], collate_fn_map=collate_fn_map)
 
 
