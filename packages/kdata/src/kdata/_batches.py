@@ -14,7 +14,14 @@ from torch.utils.data._utils.collate import default_collate
 import kregistry
 from kdata._convert import to_tensors
 from kdata._hdf5 import BatchRows, HDF5Dataset, HDF5Matrix, warn_random_on_compressed
-from kdata._order import _as_int, epoch_order, resolve_seed, resolve_shard, shard
+from kdata._order import (
+    _as_int,
+    epoch_order,
+    resolve_seed,
+    resolve_shard,
+    shard,
+    shard_length,
+)
 
 __all__ = ["SliceBatchSampler", "batch_loader", "collate_batch"]
 
@@ -190,10 +197,7 @@ class SliceBatchSampler(Sampler[Any]):
         return full if self.drop_last or not extra else full + 1
 
     def __len__(self) -> int:
-        count = self._batches()
-        if self.world_size == 1:
-            return count
-        return len(shard(np.arange(count), self.rank, self.world_size, self.drop_last))
+        return shard_length(self._batches(), self.world_size, self.drop_last)
 
     def _rows(self, epoch: int) -> np.ndarray[Any, Any]:
         if self.shuffle == "chunks":
