@@ -86,15 +86,16 @@ def _in_range(lay: Layout, layer_range: Any, root_label: str) -> Layout:
     return _restrict(lay, keep)
 
 
-def _check(model: Any, rankdir: Any, dpi: Any, graph: Any, depth: Any) -> tuple[nn.Module, float]:
+def _check(
+    model: Any, rankdir: Any, dpi: Any, graph: Any, depth: Any
+) -> tuple[nn.Module, float, int | None]:
     module = checked_model(model)
     if rankdir not in _RANKDIRS:
         raise ValueError(f"rankdir must be one of {list(_RANKDIRS)}, got {rankdir!r}")
     value = _check_dpi(dpi)
     if graph not in _GRAPHS:
         raise ValueError(f"graph must be one of {list(_GRAPHS)}, got {graph!r}")
-    check_depth(depth)
-    return module, value
+    return module, value, check_depth(depth)
 
 
 def _dot_source(
@@ -116,7 +117,7 @@ def _dot_source(
     graph: str,
     show_functional: bool,
 ) -> str:
-    model, dpi_value = _check(model, rankdir, dpi, graph, depth)
+    model, dpi_value, depth_value = _check(model, rankdir, dpi, graph, depth)
     check_range(layer_range)
     example = build_inputs(input_size, input_data, dtypes, device)
     if graph == "autograd":
@@ -145,7 +146,7 @@ def _dot_source(
                 f"input_data (only a plain nn.Sequential or a single layer can be drawn "
                 f"without one)"
             )
-        lay = _keep_outputs(layout(trace, resolve_depth(check_depth(depth), expand_nested)))
+        lay = _keep_outputs(layout(trace, resolve_depth(depth_value, expand_nested)))
         if layer_range is not None:
             lay = _in_range(lay, layer_range, type(model).__name__.lower())
         return layout_to_dot(
