@@ -190,9 +190,7 @@ def _resolve_normalizer(normalizer: Any) -> Callable[[Any], Any] | None:
     return resolved  # type: ignore[no-any-return]
 
 
-def _apply(normalizer: Callable[[Any], Any] | None, block: np.ndarray[Any, Any]) -> Any:
-    if normalizer is None:
-        return block
+def _apply(normalizer: Callable[[Any], Any], block: np.ndarray[Any, Any]) -> Any:
     out = normalizer(block)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)
@@ -364,7 +362,13 @@ class HDF5Matrix(Dataset[Any]):
         else:
             assert plan.rows is not None
             block = self._reader.read_sorted(plan.rows + self.start)
-        if self.normalizer is not None and len(block) == 0:
+        return self._normalized(block)
+
+    def _normalized(self, block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """``block`` (rows read) through the normalizer, if any."""
+        if self.normalizer is None:
+            return block
+        if len(block) == 0:
             # nothing to normalize (and many normalizers refuse empty input)
             return np.empty((0, *self._base_shape), dtype=self._base_dtype)
         return _apply(self.normalizer, block)  # type: ignore[no-any-return]
@@ -416,12 +420,7 @@ class HDF5Matrix(Dataset[Any]):
 
     def _gather(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Rows at view rows ``rows`` (checked, 1-D, any order), normalized."""
-        block = self._reader.gather(rows + self.start if self.start else rows)
-        if self.normalizer is None:
-            return block
-        if len(block) == 0:
-            return np.empty((0, *self._base_shape), dtype=self._base_dtype)
-        return _apply(self.normalizer, block)  # type: ignore[no-any-return]
+        return self._normalized(self._reader.gather(rows + self.start if self.start else rows))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         if copy is False:
