@@ -71,6 +71,11 @@ class DistributedContext:
         return self.backend is not None
 
 
+def _collective_device(ctx: DistributedContext) -> torch.device:
+    """Where a collective's tensors must live: this rank's GPU under nccl, else the CPU."""
+    return ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+
+
 def _env_int(name: str, default: int | None = None) -> int | None:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -385,7 +390,7 @@ def _agree(what: str, mine: tuple[Any, BaseException | None], ctx: DistributedCo
     skipped.
     """
     key, error = mine
-    device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    device = _collective_device(ctx)
     local = (key, None if error is None else (type(error), str(error)))
     gathered = _gather_objects(local, ctx.world_size, device)
     failures = [(r, e) for r, (_, e) in enumerate(gathered) if e is not None]
@@ -456,7 +461,7 @@ def reduce_metrics(
     except (TypeError, ValueError) as exc:
         error = exc
     _agree("reduce_metrics", ((names, op), error), ctx)
-    device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    device = _collective_device(ctx)
     order = list(metrics)
     if op == "mean":
         packed = torch.tensor([v * w for v in values] + [w], dtype=torch.float64, device=device)
@@ -524,7 +529,7 @@ def save_on_rank0(obj: object, path: str | os.PathLike[str]) -> bool:
         except BaseException as exc:  # reported to the other ranks first, then re-raised
             error = exc
     if ctx.is_distributed:
-        device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+        device = _collective_device(ctx)
         failed = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=device)
         dist.broadcast(failed, src=0)
         if error is None and int(failed.item()) != 0:
