@@ -84,11 +84,9 @@ class ShardedDataset(Dataset[Any]):
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
-        world_size = as_int("world_size", world_size)
+        world_size = as_int("world_size", world_size, minimum=1)
         rank = as_int("rank", rank)
         seed = as_int("seed", seed)
-        if world_size < 1:
-            raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
         _refuse_sharded(data)
