@@ -110,7 +110,11 @@ class DatasetInfo:
     @property
     def numeric(self) -> bool:
         """Whether rows are plain numbers (ints, floats, complex; no enums)."""
-        return self.dtype.kind in "iufc" and h5py.check_dtype(enum=self.dtype) is None
+        return _numeric(self.dtype)
+
+
+def _numeric(dtype: np.dtype[Any]) -> bool:
+    return dtype.kind in "iufc" and h5py.check_dtype(enum=dtype) is None
 
 
 def _datasets_in(file: h5py.File) -> list[str]:
@@ -151,11 +155,10 @@ def inspect_dataset(file: h5py.File, name: str, datapath: str) -> DatasetInfo:
     plist = obj.id.get_create_plist()
     compressed = plist.get_nfilters() > 0
     offset = None
-    numeric = obj.dtype.kind in "iufc" and h5py.check_dtype(enum=obj.dtype) is None
     if (
         obj.chunks is None
         and not compressed
-        and numeric
+        and _numeric(obj.dtype)
         and obj.size > 0
         and plist.get_layout() == h5py.h5d.CONTIGUOUS
         and plist.get_external_count() == 0
