@@ -203,14 +203,11 @@ def range_bounds(names: list[str], layer_range: Any) -> tuple[int, int]:
     """Keras's ``layer_range``: the ``[start, stop)`` indices of ``names`` (the top-level
     layers, in order) from the first name matching ``layer_range[0]`` to the last matching
     ``layer_range[1]`` (``re.match``, so exact names and regex patterns both work).
+    ``layer_range`` has passed ``check_range`` (callers check it before the forward pass).
 
     Raises:
-        TypeError: ``layer_range`` is not a pair of strings.
-        ValueError: a pattern matches no layer name.
+        ValueError: a pattern is invalid or matches no layer name.
     """
-    if layer_range is None:
-        return 0, len(names)
-    check_range(layer_range)
     try:
         lower = [i for i, name in enumerate(names) if re.match(layer_range[0], name)]
         upper = [i for i, name in enumerate(names) if re.match(layer_range[1], name)]
