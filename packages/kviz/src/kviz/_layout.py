@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-from ._trace import INPUT, MODULE, OUTPUT, Node, Trace, is_script
+from ._trace import INPUT, MODULE, OUTPUT, Node, Trace, is_plain_sequential, is_script
 
 __all__ = ["Edge", "Layout", "layout", "range_bounds", "resolve_depth", "static_trace"]
 
@@ -175,7 +175,7 @@ def static_trace(model: nn.Module) -> Trace:
         node.shared = len(all_names.get(id(module), ())) > 1
         nodes.append(node)
         children = [] if is_script(module) else list(module.children())
-        if children and type(module).forward is nn.Sequential.forward:
+        if children and is_plain_sequential(module):
             if parent >= 0:
                 nodes[parent].has_child = True
             last = prev

@@ -18,7 +18,7 @@ from ._inputs import build_inputs
 from ._layout import Layout, check_range, layout, range_bounds, resolve_depth, static_trace
 from ._render import file_format, render
 from ._summary import check_depth, unregistered_note
-from ._trace import INPUT, OUTPUT, is_script
+from ._trace import INPUT, OUTPUT, is_plain_sequential, is_script
 
 __all__ = ["model_to_dot", "plot_model"]
 
@@ -133,11 +133,7 @@ def _dot_source(
             if note:
                 # This function, then model_to_dot / plot_model, then the user's call.
                 warnings.warn(note, UserWarning, stacklevel=3)
-        elif (
-            is_script(model)
-            or type(model).forward is nn.Sequential.forward
-            or not any(model.children())
-        ):
+        elif is_script(model) or is_plain_sequential(model) or not any(model.children()):
             trace = static_trace(model)
         else:
             raise ValueError(

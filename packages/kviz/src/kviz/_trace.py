@@ -34,7 +34,17 @@ from torch.utils.hooks import RemovableHandle
 
 from ._nest import flat_tensors, named_tensors, shape_of
 
-__all__ = ["INPUT", "MODULE", "OP", "OUTPUT", "Node", "Trace", "Tracer", "is_script"]
+__all__ = [
+    "INPUT",
+    "MODULE",
+    "OP",
+    "OUTPUT",
+    "Node",
+    "Trace",
+    "Tracer",
+    "is_plain_sequential",
+    "is_script",
+]
 
 INPUT = "input"
 MODULE = "module"
@@ -134,7 +144,8 @@ def _top_mode() -> object:
     return _STACK_AT(n - 1) if n else None
 
 
-def _is_plain_sequential(module: nn.Module) -> bool:
+def is_plain_sequential(module: nn.Module) -> bool:
+    """True for a module whose forward is ``nn.Sequential``'s own (children run in order)."""
     return type(module).forward is nn.Sequential.forward
 
 
@@ -155,7 +166,7 @@ def _info(module: nn.Module, names: list[str], dynamic: bool) -> _ModInfo:
     if is_script(module):
         return _ModInfo(names[0], True, False, names, dynamic)
     atomic = not any(child is not None for child in module._modules.values())
-    ops_body = not atomic and not _is_plain_sequential(module)
+    ops_body = not atomic and not is_plain_sequential(module)
     return _ModInfo(names[0], atomic, ops_body, names, dynamic)
 
 
