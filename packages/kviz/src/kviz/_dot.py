@@ -9,7 +9,7 @@ from torch import nn
 
 from ._layout import Layout
 from ._summary import format_shape
-from ._trace import INPUT, MODULE, OP, OUTPUT, Node, is_script
+from ._trace import INPUT, MODULE, OP, OUTPUT, Node, dtype_name, is_script
 
 __all__ = ["activation_name", "layout_to_dot", "quote"]
 
@@ -63,7 +63,7 @@ def _dtype_text(node: Node) -> str:
         return node.dtype
     if node.module is not None:
         for p in node.module.parameters():
-            return str(p.dtype).removeprefix("torch.")
+            return dtype_name(p)
     return "?"
 
 

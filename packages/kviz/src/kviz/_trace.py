@@ -42,6 +42,7 @@ __all__ = [
     "Node",
     "Trace",
     "Tracer",
+    "dtype_name",
     "is_plain_sequential",
     "is_script",
 ]
@@ -293,7 +294,7 @@ class Tracer:
                 node = Node(idx, INPUT, name, "Input", -1, 0)
                 node.out_shapes = tensor.shape
                 node.in_shapes = [tensor.shape]
-                node.dtype = _dtype_name(tensor)
+                node.dtype = dtype_name(tensor)
                 self.nodes.append(node)
                 self._tmap[id(tensor)] = (weakref.ref(tensor), idx, 0)
 
@@ -304,7 +305,7 @@ class Tracer:
             node = Node(idx, OUTPUT, name, "Output", -1, 0)
             node.out_shapes = tensor.shape
             node.in_shapes = [tensor.shape]
-            node.dtype = _dtype_name(tensor)
+            node.dtype = dtype_name(tensor)
             self._sources([tensor], node.inputs)
             self.nodes.append(node)
 
@@ -423,7 +424,7 @@ class Tracer:
                 node.out_shapes = type(output).__name__  # a distribution, a string...
             outs = flat_tensors(output, [])
         if self.details and outs:
-            node.dtype = _dtype_name(outs[0])
+            node.dtype = dtype_name(outs[0])
         if info.dynamic and self._stack and self.nodes[self._stack[-1]].ops_body:
             self._mode_on()  # what _late_post does for registered modules
         tmap = self._tmap
@@ -500,7 +501,7 @@ class Tracer:
         node.inputs = sources
         node.in_shapes = [t.shape for t in ins]
         node.out_shapes = shape_of(out)
-        node.dtype = _dtype_name(outs[0])
+        node.dtype = dtype_name(outs[0])
         nodes.append(node)
         self._bind(outs, idx)
 
@@ -571,7 +572,8 @@ def _name_under(names: list[str], parent: str) -> str:
     return names[0]
 
 
-def _dtype_name(tensor: torch.Tensor) -> str:
+def dtype_name(tensor: torch.Tensor) -> str:
+    """``float32`` for a float32 tensor: its dtype without the ``torch.`` prefix."""
     return str(tensor.dtype).removeprefix("torch.")
 
 
