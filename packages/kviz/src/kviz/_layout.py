@@ -159,8 +159,7 @@ def static_trace(model: nn.Module) -> Trace:
     """
     trace = Trace(model)
     nodes = trace.nodes
-    names = {id(m): name for name, m in model.named_modules()}
-    all_names: dict[int, list[str]] = {}
+    all_names: dict[int, list[str]] = {}  # every name of each module, first name first
     for name, m in model.named_modules(remove_duplicate=False):
         all_names.setdefault(id(m), []).append(name)
     nodes.append(Node(0, INPUT, "input", "Input", -1, 0))
@@ -169,10 +168,11 @@ def static_trace(model: nn.Module) -> Trace:
         # Iterative over children, recursive over nesting (bounded by the module tree).
         idx = len(nodes)
         depth = nodes[parent].depth + 1 if parent >= 0 else 0
-        node = Node(idx, MODULE, names.get(id(module), ""), type(module).__name__, parent, depth)
+        names = all_names.get(id(module), [""])
+        node = Node(idx, MODULE, names[0], type(module).__name__, parent, depth)
         node.module = module
         node.inputs = [prev]
-        node.shared = len(all_names.get(id(module), ())) > 1
+        node.shared = len(names) > 1
         nodes.append(node)
         children = [] if is_script(module) else list(module.children())
         if children and is_plain_sequential(module):
