@@ -461,14 +461,12 @@ class HDF5Matrix(Dataset[Any]):
 _WARNED: set[tuple[str, str]] = set()
 
 
-def _compressed_members(dataset: Any) -> list[HDF5Matrix]:
+def _members(dataset: Any) -> list[HDF5Matrix]:
     if isinstance(dataset, HDF5Matrix):
-        members = [dataset]
-    elif isinstance(dataset, HDF5Dataset):
-        members = dataset.matrices
-    else:
-        return []
-    return [m for m in members if _recompresses(m)]
+        return [dataset]
+    if isinstance(dataset, HDF5Dataset):
+        return list(dataset.matrices)
+    return []
 
 
 def _recompresses(matrix: HDF5Matrix) -> bool:
@@ -487,9 +485,10 @@ def warn_random_on_compressed(dataset: Any, stacklevel: int) -> None:
 
     ``stacklevel``: as for ``warnings.warn``, counted from the caller of this function.
     """
-    for member in _compressed_members(dataset):
+    for member in _members(dataset):
         key = (member.datapath, member.dataset)
-        if key in _WARNED:
+        # The set first: once warned, a random batch costs one lookup per member.
+        if key in _WARNED or not _recompresses(member):
             continue
         _WARNED.add(key)
         warnings.warn(
