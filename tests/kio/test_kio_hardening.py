@@ -116,6 +116,53 @@ def test_corrupt_xz_is_a_damaged_archive(box: Sandbox) -> None:
     assert _everything_under(box.cache / "out") == []
 
 
+def _checksum_offset(data: bytes, mode: str) -> int:
+    """Where the compressed stream keeps the checksum of a one-block tar archive."""
+    if mode == "w:gz":
+        return len(data) - 8  # the trailer: CRC-32, then the length
+    if mode == "w:bz2":
+        return 4 + 6  # after "BZh9" and the block's magic: the block's CRC
+    # xz: the block's CRC-64 ends where the index starts; the footer (12 bytes) holds
+    # the index's size in 4-byte units, less one.
+    index_size = (int.from_bytes(data[-8:-4], "little") + 1) * 4
+    return len(data) - 12 - index_size - 8
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_a_wrong_stream_checksum_is_a_damaged_archive(box: Sandbox, mode: str) -> None:
+    # Only the checksum is wrong, so every tar header and member reads well: it takes
+    # decompressing past the tar's end marker to see the damage.
+    data = bytearray(tar_bytes([(f"f{i}", os.urandom(4000)) for i in range(20)], mode=mode))
+    data[_checksum_offset(data, mode)] ^= 0x01
+    archive = box.source("bad." + mode[2:], bytes(data))
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        extract_archive(archive, box.cache / "out")
+    assert _everything_under(box.cache / "out") == []
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_a_stream_cut_after_the_tar_end_marker_is_a_truncated_archive(
+    box: Sandbox, mode: str
+) -> None:
+    data = tar_bytes([("a.txt", b"alpha")], mode=mode)
+    archive = box.source("cut." + mode[2:], data[:-4])  # the stream's last check is gone
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        extract_archive(archive, box.cache / "out")
+    assert _everything_under(box.cache / "out") == []
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+@pytest.mark.parametrize("trailer", [bytes(1024), b"signed-by: someone"])
+def test_bytes_after_the_compressed_stream_are_ignored(
+    box: Sandbox, mode: str, trailer: bytes
+) -> None:
+    # As gzip -d, bzip2 -d and xz -d do: padding or a signature appended to an archive.
+    data = tar_bytes([("a.txt", b"alpha")], mode=mode) + trailer
+    archive = box.source("padded." + mode[2:], data)
+    assert extract_archive(archive, box.cache / "out")
+    assert (box.cache / "out" / "a.txt").read_bytes() == b"alpha"
+
+
 def test_archive_may_not_replace_the_state_folder(server: FaultServer, box: Sandbox) -> None:
     data = tar_bytes([(".kio/other.bin.json", b"{}"), ("real/a.txt", b"a")], mode="w:gz")
     url = server.add("/state.tar.gz", data)

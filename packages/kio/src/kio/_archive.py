@@ -36,6 +36,7 @@ extraction leaves nothing that looks complete.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import errno
 import gzip
@@ -417,6 +418,50 @@ def _tar_members(archive: tarfile.TarFile, check: _TarFilter, path: str) -> Iter
             yield cleaned
 
 
+def _read_to_the_end(archive: tarfile.TarFile, path: str) -> None:
+    """Decompress what follows the tar's end marker, so the stream's checksum is tested.
+
+    tarfile stops at the end-of-archive marker, but gzip, bzip2 and xz test their
+    checksums only at the end of a member, block or stream. Without this, bytes damaged
+    inside a stored (incompressible) stretch would be extracted as if they were right.
+    Bytes after the last compressed stream are left alone, as `gzip -d`, `bzip2 -d` and
+    `xz -d` leave them (with a warning, for gzip).
+    """
+    stream = archive.fileobj
+    if not isinstance(stream, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)):
+        return  # an uncompressed tar has no checksum beyond its headers'
+    try:
+        while stream.read(1 << 20):
+            pass
+    except gzip.BadGzipFile as exc:
+        # The members before were tested when they ended; this is trailing data.
+        if not str(exc).startswith("Not a gzipped file"):
+            raise
+    except EOFError:
+        # Python's lzma reads the xz format's stream padding (zero bytes after a whole
+        # stream) as the start of a truncated stream.
+        if not (isinstance(stream, lzma.LZMAFile) and _ends_in_xz_stream_padding(path)):
+            raise
+
+
+def _ends_in_xz_stream_padding(path: str) -> bool:
+    """Whether `path` ends in an xz stream footer and then zero bytes, a multiple of 4."""
+    with open(path, "rb") as file:
+        size = end = file.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            file.seek(start)
+            kept = file.read(end - start).rstrip(b"\0")
+            end = start + len(kept)
+            if kept:
+                break
+        padding = size - end
+        if padding == 0 or padding % 4 or end < 12:
+            return False
+        file.seek(end - 2)
+        return file.read(2) == b"YZ"  # the footer's magic bytes
+
+
 def tar_format(path: str, target: str, unsafe: str = "raise") -> bool:
     """The `'tar'` archive format: tar, tar.gz, tar.bz2 and tar.xz.
 
@@ -436,10 +481,18 @@ def tar_format(path: str, target: str, unsafe: str = "raise") -> bool:
     guard = _Guard(path, target, unsafe)
     check = _TarFilter(guard)
     with tarfile.open(path) as archive:
-        if hasattr(tarfile, "data_filter"):
-            archive.extractall(target, filter=check)
-        else:  # pragma: no cover - Pythons before the extraction filters
-            archive.extractall(target, members=_tar_members(archive, check, target))
+        try:
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(target, filter=check)
+            else:  # pragma: no cover - Pythons before the extraction filters
+                archive.extractall(target, members=_tar_members(archive, check, target))
+            _read_to_the_end(archive, path)
+        except OSError as exc:
+            # bz2 tells damaged data by an OSError without an errno; the file system's
+            # own errors always carry one.
+            if isinstance(archive.fileobj, bz2.BZ2File) and exc.errno is None:
+                raise _DamagedStreamError(f"bzip2: {exc}") from None
+            raise
     guard.verify()
     _finish_log(guard)
     return True
@@ -697,8 +750,13 @@ def clean_stale_temps(folder: str, archive_name: str) -> list[str]:
     return removed
 
 
+class _DamagedStreamError(ValueError):
+    """A decompressor found damaged data but said so with an error of another kind."""
+
+
 # Errors of the decompressors and archive readers that mean "damaged or truncated".
 _DAMAGED = (
+    _DamagedStreamError,
     tarfile.TarError,
     zipfile.BadZipFile,
     gzip.BadGzipFile,
