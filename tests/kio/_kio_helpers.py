@@ -57,6 +57,9 @@ class Request:
     headers: dict[str, str]
     status: int = 0
     body_bytes: int = 0
+    # Set once the handler has returned: the client can hold the last byte before the
+    # handler has counted it.
+    answered: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 @dataclass
@@ -94,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(app, record, served, fault)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
+        finally:
+            record.answered.set()
 
     def _small(self, record: Request, status: int, text: str) -> None:
         body = text.encode()
@@ -261,8 +266,12 @@ class FaultServer:
             self.app.faults[path].extend(faults)
 
     def hits(self, path: str) -> list[Request]:
+        """The requests of ``path`` so far, each once its handler has finished answering."""
         with self.app.lock:
-            return [r for r in self.app.requests if urllib.parse.urlsplit(r.path).path == path]
+            found = [r for r in self.app.requests if urllib.parse.urlsplit(r.path).path == path]
+        for record in found:
+            record.answered.wait(timeout=self.app.stall_seconds + 10)
+        return found
 
     def body_hits(self, path: str) -> int:
         """Responses of ``path`` that sent file bytes (200 or 206)."""
