@@ -424,8 +424,8 @@ def _read_to_the_end(archive: tarfile.TarFile, path: str) -> None:
     tarfile stops at the end-of-archive marker, but gzip, bzip2 and xz test their
     checksums only at the end of a member, block or stream. Without this, bytes damaged
     inside a stored (incompressible) stretch would be extracted as if they were right.
-    Bytes after the last compressed stream are left alone, as `gzip -d`, `bzip2 -d` and
-    `xz -d` leave them (with a warning, for gzip).
+    Bytes after the last compressed stream are ignored, as `gzip -d` (which warns),
+    `bzip2 -d` and `xz -d` ignore them.
     """
     stream = archive.fileobj
     if not isinstance(stream, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)):
